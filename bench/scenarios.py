@@ -1,0 +1,311 @@
+"""The benchmark scenarios (issue: benchmarks). Each runs real service processes over real gRPC against a fresh
+database of the given engine and returns a JSON-able dict. Targets are goals reported next to the numbers, never
+assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import func, select, update
+
+from bench.harness import Cluster, bench_database, free_port, rss_mb, summary_ms, wait_serving
+from bench.seed import seed_candles, seed_recommendations, synthetic_symbols
+from common.database import create_engine
+from common.tables import system_control, trade_executions, trade_recommendations
+from crypto_trading.v1 import (
+    executor_pb2,
+    executor_pb2_grpc,
+    generator_pb2,
+    generator_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+)
+
+HOUR = 3600
+HISTORY = 500
+# Bench-only configuration: every signal is an eligible BUY, the trade cap is lifted, paper cash is plentiful.
+PIPELINE_ENV = {
+    "MARKET_DATA_SOURCE": "database",
+    "BUY_THRESHOLD": "0.01",
+    "BRIDGE_MIN_CONFIDENCE": "0.01",
+    "MAX_TRADES_PER_WINDOW": "1000000",
+    "PAPER_STARTING_CASH_USD": "1000000000",
+    "GENERATOR_INTERVAL_SECONDS": "86400",
+    "BRIDGE_INTERVAL_SECONDS": "86400",
+    "ORCHESTRATOR_INTERVAL_SECONDS": "86400",
+}
+
+
+def _ts(start_time: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromSeconds(start_time)
+    return stamp
+
+
+async def _generation_rpc(symbols: list[str], cluster: Cluster, last_start: int, steps: int) -> list[float]:
+    """Generate for ``symbols`` on ``steps`` consecutive new candles (each call writes new signals)."""
+    first_as_of = last_start - (steps + 1) * HOUR + HOUR
+    samples = []
+    async with grpc.aio.insecure_channel(cluster.address("generator")) as channel:
+        stub = generator_pb2_grpc.SignalGeneratorServiceStub(channel)
+        for i in range(steps + 1):
+            as_of = first_as_of + i * HOUR + HOUR - 1  # just before the next candle opens
+            started = time.perf_counter()
+            response = await stub.Generate(
+                generator_pb2.GenerateRequest(symbols=symbols, as_of=_ts(as_of + HOUR)), timeout=60
+            )
+            elapsed = time.perf_counter() - started
+            if i > 0:  # the first call warms the caches
+                samples.append(elapsed)
+            if not response.signals:
+                raise RuntimeError(f"Generate wrote no signals: {list(response.skipped)[:3]}")
+    return samples
+
+
+def _pandas_baseline(database_url: str, symbols: list[str], steps: int) -> list[float]:
+    """The baseline the issue names: a plain per-symbol pandas loop over the same features and model
+    (in-process, candles already in memory)."""
+    import pandas as pd
+
+    from common.config import load_settings
+    from generator_svc.features import FEATURE_NAMES, compute_features
+    from generator_svc.model_store import load_model
+
+    settings = load_settings({})
+    model = load_model(settings.model_dir, settings.model_path)
+
+    async def load() -> dict[str, pd.DataFrame]:
+        from generator_svc.candle_repository import load_candles
+
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                result: dict[str, pd.DataFrame] = await load_candles(conn, symbols, "ONE_HOUR", None, None)
+                return result
+        finally:
+            await engine.dispose()
+
+    frames = asyncio.run(load())
+    samples = []
+    for i in range(steps):
+        started = time.perf_counter()
+        for symbol in symbols:
+            df = frames[symbol]
+            window = df.iloc[: len(df) - steps + i].tail(HISTORY)
+            features = compute_features(window.reset_index(drop=True))
+            model.predict_proba(features[list(FEATURE_NAMES)].tail(1).to_numpy())
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def generation(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    steps = 5 if quick else 30
+    out: dict[str, Any] = {"target": "20 symbols p50 <= 25 ms; 200 symbols p50 <= 150 ms"}
+    for count in (20,) if quick else (20, 200):
+        async with bench_database(engine_name, tmp) as url:
+            engine = create_engine(url)
+            symbols = synthetic_symbols(count)
+            last_start = await seed_candles(engine, symbols, HISTORY + steps + 2)
+            await engine.dispose()
+            cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}-{count}", PIPELINE_ENV | {"BUY_THRESHOLD": "0.5"})
+            await cluster.start(["generator"])
+            try:
+                samples = await _generation_rpc(symbols, cluster, last_start, steps)
+            finally:
+                await cluster.stop()
+            out[f"generate_{count}_symbols"] = summary_ms(samples)
+            if count == 20:
+                baseline = await asyncio.to_thread(_pandas_baseline, url, symbols, min(steps, 10))
+                out["baseline_pandas_loop_20_symbols"] = summary_ms(baseline)
+    return out
+
+
+async def _execution_of(engine: Any, signal_id: int) -> Any:
+    async with engine.connect() as conn:
+        row = await conn.execute(
+            select(trade_executions.c.completed_at, trade_executions.c.status)
+            .join(trade_recommendations, trade_recommendations.c.id == trade_executions.c.recommendation_id)
+            .where(trade_recommendations.c.signal_id == signal_id, trade_executions.c.completed_at.is_not(None))
+        )
+        return row.first()
+
+
+async def signal_to_order(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    """Generator commit of a BUY signal -> executor commit of its paper execution, through the nudges only (the
+    loops are parked at 24 h). t0 = Generate's response (the signal is committed before it is sent);
+    t1 = trade_executions.completed_at written by the executor (same host clock)."""
+    rounds = 20 if quick else 200
+    async with bench_database(engine_name, tmp) as url:
+        engine = create_engine(url)
+        symbols = synthetic_symbols(20)
+        last_start = await seed_candles(engine, symbols, HISTORY + rounds // len(symbols) + 3)
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        await cluster.start()
+        samples: list[float] = []
+        missing = 0
+        try:
+            async with grpc.aio.insecure_channel(cluster.address("generator")) as channel:
+                stub = generator_pb2_grpc.SignalGeneratorServiceStub(channel)
+                per_symbol = rounds // len(symbols)
+                for step in range(per_symbol):
+                    as_of = last_start - (per_symbol - 1 - step) * HOUR + HOUR
+                    for symbol in symbols:
+                        response = await stub.Generate(
+                            generator_pb2.GenerateRequest(symbols=[symbol], as_of=_ts(as_of)), timeout=30
+                        )
+                        t0 = datetime.now(UTC)
+                        signal = next((s for s in response.signals if s.created), None)
+                        if signal is None or signal.signal_type != 1:  # SIGNAL_TYPE_BUY
+                            missing += 1
+                            continue
+                        row = None
+                        for _ in range(400):
+                            row = await _execution_of(engine, signal.id)
+                            if row is not None:
+                                break
+                            await asyncio.sleep(0.005)
+                        if row is None:
+                            missing += 1
+                            continue
+                        samples.append((row.completed_at - t0).total_seconds())
+        finally:
+            await cluster.stop()
+            await engine.dispose()
+    return {
+        "target": "p50 <= 15 ms, p99 <= 50 ms (MariaDB)",
+        "latency": summary_ms(samples),
+        "signals_without_order": missing,
+    }
+
+
+async def _update_commit_rate(url: str, n: int) -> float:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(system_control.insert().values(key="bench", value="0"))
+        started = time.perf_counter()
+        for i in range(n):
+            async with engine.begin() as conn:
+                await conn.execute(update(system_control).where(system_control.c.key == "bench").values(value=str(i)))
+        return n / (time.perf_counter() - started)
+    finally:
+        await engine.dispose()
+
+
+async def throughput(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    """PENDING recommendations executed end to end (orchestrator -> executor stream -> paper fills) per second,
+    with the cap lifted. Baseline: single-row UPDATE + COMMIT rate of the same database and driver."""
+    count = 500 if quick else 3000
+    async with bench_database(engine_name, tmp) as url:
+        engine = create_engine(url)
+        await seed_candles(engine, ["BTC-USD"], 10)
+        await seed_recommendations(engine, count)
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        await cluster.start(["executor", "orchestrator"])
+        try:
+            async with grpc.aio.insecure_channel(cluster.address("orchestrator")) as channel:
+                stub = orchestrator_pb2_grpc.TradeOrchestratorServiceStub(channel)
+                started = time.perf_counter()
+                for _ in range(10_000):
+                    response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=120)
+                    if response.executor_unreachable:
+                        raise RuntimeError(response.executor_error)
+                    if response.remaining == 0 and not response.executed and not response.retry_later:
+                        break
+                elapsed = time.perf_counter() - started
+            async with engine.connect() as conn:
+                executed = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(trade_recommendations)
+                        .where(trade_recommendations.c.execution_status == "EXECUTED")
+                    )
+                ).scalar_one()
+        finally:
+            await cluster.stop()
+            await engine.dispose()
+        baseline = await _update_commit_rate(url, 300 if quick else 2000)
+    return {
+        "target": ">= 1,000 recommendations/s (MariaDB)",
+        "recommendations": count,
+        "executed": int(executed),
+        "per_second": round(executed / elapsed, 1),
+        "baseline_update_commit_per_second": round(baseline, 1),
+    }
+
+
+async def grpc_overhead(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    """ProcessRecommendation p50 (a fresh paper execution each call) against a bare grpc.aio RPC."""
+    count = 50 if quick else 300
+    async with bench_database(engine_name, tmp) as url:
+        engine = create_engine(url)
+        await seed_candles(engine, ["BTC-USD"], 10)
+        ids = await seed_recommendations(engine, count)
+        await engine.dispose()
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        await cluster.start(["executor"])
+        port = free_port()
+        echo = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.echo_server", str(port))
+        try:
+            await wait_serving(f"127.0.0.1:{port}", "")
+            process_samples = []
+            async with grpc.aio.insecure_channel(cluster.address("executor")) as channel:
+                stub = executor_pb2_grpc.TradeExecutorServiceStub(channel)
+                for rec_id in ids:
+                    started = time.perf_counter()
+                    await stub.ProcessRecommendation(
+                        executor_pb2.ProcessRecommendationRequest(recommendation_id=rec_id), timeout=30
+                    )
+                    process_samples.append(time.perf_counter() - started)
+            echo_samples = []
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                for _ in range(count + 50):
+                    started = time.perf_counter()
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                    echo_samples.append(time.perf_counter() - started)
+        finally:
+            echo.terminate()
+            await echo.wait()
+            await cluster.stop()
+    process = summary_ms(process_samples[5:])
+    bare = summary_ms(echo_samples[50:])
+    return {
+        "process_recommendation": process,
+        "bare_grpc_aio_rpc": bare,
+        "ratio_p50": round(process["p50_ms"] / bare["p50_ms"], 1),
+    }
+
+
+async def memory_and_startup(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    """Start-up (process start -> health SERVING) and RSS after a warm-up through the whole pipeline."""
+    async with bench_database(engine_name, tmp) as url:
+        engine = create_engine(url)
+        symbols = synthetic_symbols(20)
+        last_start = await seed_candles(engine, symbols, HISTORY + 10)
+        await engine.dispose()
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        await cluster.start()
+        try:
+            startup = {n: round(s.startup_s, 2) for n, s in cluster.services.items()}
+            await _generation_rpc(symbols, cluster, last_start, 5)
+            async with grpc.aio.insecure_channel(cluster.address("orchestrator")) as channel:
+                stub = orchestrator_pb2_grpc.TradeOrchestratorServiceStub(channel)
+                await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=60)
+            await asyncio.sleep(1)
+            rss = {n: rss_mb(s.process.pid) for n, s in cluster.services.items()}
+        finally:
+            await cluster.stop()
+    return {
+        "target": "RSS generator <= 250 MB, others <= 120 MB; start-up <= 3 s each",
+        "startup_seconds": startup,
+        "rss_mb": rss,
+    }

@@ -1,0 +1,87 @@
+"""Benchmark data: synthetic symbols cut from the bundled real candles, and bulk recommendations."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.clock import utc_now
+from common.tables import market_candles, trade_recommendations
+
+CANDLE_DIR = Path("data/candles")
+HOUR = 3600
+
+
+def _read(path: Path) -> list[tuple[int, str, str, str, str, str]]:
+    with gzip.open(path, "rt", newline="") as fh:
+        reader = csv.DictReader(fh)
+        return [(int(r["timestamp"]), r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in reader]
+
+
+def synthetic_symbols(count: int) -> list[str]:
+    return [f"B{i:03d}-USD" for i in range(count)]
+
+
+async def seed_candles(engine: AsyncEngine, symbols: list[str], candles: int) -> int:
+    """Give each symbol ``candles`` consecutive hourly candles ending at the same hour (a window of a real series,
+    different per symbol, re-timed to a common clock). Returns the start time of the last candle."""
+    series = await asyncio.to_thread(lambda: [_read(p) for p in sorted(CANDLE_DIR.glob("*.csv.gz"))])
+    last_start = (int(utc_now().timestamp()) // HOUR - 1) * HOUR
+    first_start = last_start - (candles - 1) * HOUR
+    async with engine.begin() as conn:
+        for i, symbol in enumerate(symbols):
+            source = series[i % len(series)]
+            offset = (i * 97) % max(1, len(source) - candles)
+            window = source[offset : offset + candles]
+            rows = [
+                {
+                    "symbol": symbol,
+                    "granularity": "ONE_HOUR",
+                    "start_time": first_start + k * HOUR,
+                    "open": Decimal(o),
+                    "high": Decimal(h),
+                    "low": Decimal(lo),
+                    "close": Decimal(c),
+                    "volume": Decimal(v),
+                    "source": "csv",
+                }
+                for k, (_, o, h, lo, c, v) in enumerate(window)
+            ]
+            await conn.execute(insert(market_candles), rows)
+    return last_start
+
+
+async def seed_recommendations(engine: AsyncEngine, count: int, symbol: str = "BTC-USD") -> list[int]:
+    """``count`` PENDING BUY recommendations of $10 (distinct signal ids, no pending_key so they can coexist)."""
+    now = utc_now() - timedelta(seconds=5)
+    rows = [
+        {
+            "signal_id": 1_000_000 + i,
+            "symbol": symbol,
+            "signal_type": "BUY",
+            "amount_usd": Decimal("10"),
+            "confidence": Decimal("0.7000"),
+            "entry_price": Decimal("9000"),
+            "amount_crypto": Decimal("0.00111111"),
+            "execution_status": "PENDING",
+            "is_mock": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(count)
+    ]
+    async with engine.begin() as conn:
+        for start in range(0, count, 1000):
+            await conn.execute(insert(trade_recommendations), rows[start : start + 1000])
+    async with engine.connect() as conn:
+        from sqlalchemy import select
+
+        ids = (await conn.execute(select(trade_recommendations.c.id).order_by(trade_recommendations.c.id))).scalars()
+        return list(ids)

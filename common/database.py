@@ -1,0 +1,71 @@
+"""Engine creation and database health. Engines are created by the service at start-up, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
+    """An async engine for SQLite (aiosqlite) or MySQL/MariaDB (asyncmy), with the session settings both need.
+
+    - MySQL: every session runs in UTC (``time_zone = '+00:00'``) so TIMESTAMP columns hold UTC, and
+      READ COMMITTED so claims with ``FOR UPDATE SKIP LOCKED`` see each other's commits.
+    - SQLite: WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction, so the four processes of the
+      embedded default queue for the single writer instead of failing with "database is locked".
+    """
+    url = make_url(database_url)
+    if url.drivername.startswith("sqlite"):
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        isolation_level="READ COMMITTED",
+        connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 5},
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def ping(engine: AsyncEngine, limit_seconds: float = 3.0) -> str | None:
+    """None if the database answers ``SELECT 1`` within ``limit_seconds``, else a short problem description
+    (without credentials)."""
+    try:
+        async with asyncio.timeout(limit_seconds):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        return "database did not answer within the timeout"
+    except Exception as exc:  # any driver error means "not reachable"
+        return f"database unreachable: {type(exc).__name__}"
+    return None
+
+
+def describe_url(database_url: str) -> str:
+    """The URL with the password hidden, for logs."""
+    return make_url(database_url).render_as_string(hide_password=True)

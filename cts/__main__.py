@@ -1,0 +1,5 @@
+import sys
+
+from cts.main import main
+
+sys.exit(main())

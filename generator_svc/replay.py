@@ -1,0 +1,47 @@
+"""Replay of historical candles (MARKET_DATA_SOURCE=replay, the embedded default).
+
+The replay walks a time line of candle start times and releases one candle (one hour of market time) every
+``seconds_per_candle`` wall seconds; the generator runs one cycle per released candle, as of that candle's close.
+The wall clock is injected, so tests drive it without sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+HOUR = 3600
+
+
+@dataclass
+class ReplayClock:
+    timeline: Sequence[int]  # candle start times, ascending
+    seconds_per_candle: float
+    position: int = 0  # index of the next candle to release
+
+    def resume_after(self, market_time: datetime | None) -> None:
+        """Continue after a previous run that had reached ``market_time`` (a candle close)."""
+        if market_time is None:
+            return
+        last_start = int(market_time.timestamp()) - HOUR
+        while self.position < len(self.timeline) and self.timeline[self.position] <= last_start:
+            self.position += 1
+
+    @property
+    def finished(self) -> bool:
+        return self.position >= len(self.timeline)
+
+    def release(self) -> datetime | None:
+        """Release the next candle: returns its close time (the as_of of the cycle), or None at the end."""
+        if self.finished:
+            return None
+        start = self.timeline[self.position]
+        self.position += 1
+        return datetime.fromtimestamp(start + HOUR, UTC)
+
+    def due(self, started_wall: float, now_wall: float, released: int) -> int:
+        """How many candles should have been released ``now_wall - started_wall`` seconds after the start, given
+        ``released`` so far (at least one per call when the pace is 0)."""
+        if self.seconds_per_candle <= 0:
+            return 1
+        return max(0, int((now_wall - started_wall) / self.seconds_per_candle) + 1 - released)

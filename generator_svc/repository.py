@@ -1,0 +1,173 @@
+"""All SQL of the generator on trading_signals and system_control (candle SQL: candle_repository.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.clock import utc_now
+from common.sql import insert_ignore
+from common.tables import system_control, trading_signals
+
+_s = trading_signals.c
+
+
+@dataclass(frozen=True)
+class SignalRow:
+    id: int
+    symbol: str
+    signal_type: str
+    confidence: Decimal
+    price: Decimal
+    model: str
+    model_version: str
+    candle_time: datetime
+    buy_probability: Decimal
+    sell_probability: Decimal
+    hold_probability: Decimal
+    threshold: Decimal
+    regime: str
+    data_source: str
+    is_mock: bool
+
+
+def _row(r: Any) -> SignalRow:
+    return SignalRow(
+        id=r.id,
+        symbol=r.symbol,
+        signal_type=r.signal_type,
+        confidence=r.confidence,
+        price=r.price,
+        model=r.model or "",
+        model_version=r.model_version or "",
+        candle_time=r.candle_time,
+        buy_probability=r.buy_probability,
+        sell_probability=r.sell_probability,
+        hold_probability=r.hold_probability,
+        threshold=r.threshold,
+        regime=r.regime or "",
+        data_source=r.data_source or "",
+        is_mock=bool(r.is_mock),
+    )
+
+
+async def existing_signals(
+    conn: AsyncConnection, keys: Sequence[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], SignalRow]:
+    """Signals already written for these (symbol, candle_time) pairs."""
+    if not keys:
+        return {}
+    symbols = sorted({k[0] for k in keys})
+    times = sorted({k[1] for k in keys})
+    query = select(trading_signals).where(_s.symbol.in_(symbols), _s.candle_time.in_(times))
+    wanted = set(keys)
+    out = {}
+    for r in await conn.execute(query):
+        row = _row(r)
+        if (row.symbol, row.candle_time) in wanted:
+            out[(row.symbol, row.candle_time)] = row
+    return out
+
+
+async def insert_signals(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert signal rows; a row whose (symbol, candle_time) exists already (another replica, a retry) is
+    skipped by the unique key instead of failing."""
+    if not rows:
+        return
+    await conn.execute(insert_ignore(conn, trading_signals), list(rows))
+
+
+async def read_control(conn: AsyncConnection, key: str) -> str | None:
+    value = await conn.execute(select(system_control.c.value).where(system_control.c.key == key))
+    return value.scalar_one_or_none()
+
+
+async def write_control(conn: AsyncConnection, key: str, value: str, updated_by: str) -> None:
+    now = utc_now()
+    result = await conn.execute(
+        update(system_control)
+        .where(system_control.c.key == key)
+        .values(value=value, updated_by=updated_by, updated_at=now)
+    )
+    if result.rowcount == 0:
+        await conn.execute(
+            insert_ignore(conn, system_control),
+            {"key": key, "value": value, "updated_by": updated_by, "updated_at": now},
+        )
+
+
+async def unprocessed_actionable_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[int]:
+    query = select(_s.id).where(_s.id.in_(list(ids)), or_(_s.signal_type == "BUY", _s.signal_type == "SELL"))
+    return list((await conn.execute(query)).scalars())
+
+
+class GeneratorRepository:
+    """The generator's database port (used by generation.SignalGenerator through the GeneratorStore protocol)."""
+
+    def __init__(self, engine: Any, granularity: str) -> None:
+        self.engine = engine
+        self.granularity = granularity
+
+    async def known_symbols(self, symbols: Sequence[str]) -> set[str]:
+        from generator_svc.candle_repository import known_symbols
+
+        async with self.engine.connect() as conn:
+            return await known_symbols(conn, self.granularity, symbols)
+
+    async def candidates(self, until_start_time: int) -> tuple[dict[str, int], dict[str, Decimal]]:
+        """(history count, 24 h USD volume) per symbol with candles up to ``until_start_time``."""
+        from generator_svc.candle_repository import history_counts, usd_volume_24h
+
+        async with self.engine.connect() as conn:
+            counts = await history_counts(conn, self.granularity, until_start_time)
+            volumes = await usd_volume_24h(conn, self.granularity, until_start_time)
+        return counts, volumes
+
+    async def candles(self, symbols: Sequence[str], since: int | None, until: int) -> dict[str, Any]:
+        from generator_svc.candle_repository import load_candles
+
+        async with self.engine.connect() as conn:
+            return await load_candles(conn, symbols, self.granularity, since, until)
+
+    async def save_signals(
+        self, rows: Sequence[dict[str, Any]]
+    ) -> tuple[dict[tuple[str, datetime], SignalRow], set[tuple[str, datetime]]]:
+        """Insert the rows not yet present; returns (every row for these keys, the keys this call created)."""
+        keys = [(r["symbol"], r["candle_time"]) for r in rows]
+        async with self.engine.begin() as conn:
+            before = await existing_signals(conn, keys)
+            await insert_signals(conn, [r for r in rows if (r["symbol"], r["candle_time"]) not in before])
+            after = await existing_signals(conn, keys)
+        return after, set(after) - set(before)
+
+    async def set_control(self, key: str, value: str) -> None:
+        async with self.engine.begin() as conn:
+            await write_control(conn, key, value, "generator")
+
+    async def get_control(self, key: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return await read_control(conn, key)
+
+    async def replay_timeline(self, warmup: int, not_before: int | None = None) -> list[int]:
+        """Candle start times to replay, up to the last candle: from the first point where some symbol has
+        ``warmup`` candles of history, and not before ``not_before`` (the start of the model's out-of-sample test
+        period, so the demo never shows the model trading on data it was trained on)."""
+        from generator_svc.candle_repository import candle_starts_between, nth_start_time, time_range
+
+        async with self.engine.connect() as conn:
+            ranges = await time_range(conn, self.granularity)
+            if not ranges:
+                return []
+            starts = [await nth_start_time(conn, s, self.granularity, warmup) for s in ranges]
+            ready = [s for s in starts if s is not None]
+            end = max(hi for _, hi, _ in ranges.values())
+            begin = min(ready) if ready else end
+            if not_before is not None:
+                begin = max(begin, not_before)
+            return await candle_starts_between(conn, self.granularity, begin, end)

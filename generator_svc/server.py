@@ -1,0 +1,105 @@
+"""Wiring of the signal generator: the model (loaded at start-up, or the process refuses to start), the
+generation cycle behind the Generate RPC and the loop, the replay, and the bridge nudge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.clock import utc_now
+from common.config import Settings
+from common.server import ServiceDefinition, ServiceParts, run_periodically
+from crypto_trading.v1 import generator_pb2, generator_pb2_grpc
+from generator_svc.bridge_nudge import BridgeNudge
+from generator_svc.features import MIN_HISTORY
+from generator_svc.generation import GenerationResult, GeneratorConfig, SignalGenerator
+from generator_svc.model_store import load_model
+from generator_svc.replay import ReplayClock
+from generator_svc.repository import GeneratorRepository
+from generator_svc.service import SignalGeneratorServicer
+from generator_svc.universe import UniverseRules
+
+FULL_SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["SignalGeneratorService"].full_name
+REPLAY_CLOCK_KEY = "replay_clock"
+log = logging.getLogger(__name__)
+
+
+async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
+    model = await asyncio.to_thread(load_model, settings.model_dir, settings.model_path)
+    repository = GeneratorRepository(engine, settings.candle_granularity)
+    replay = settings.market_data_source == "replay"
+    config = GeneratorConfig(
+        buy_threshold=settings.buy_threshold,
+        sell_threshold=settings.sell_threshold,
+        universe=UniverseRules(
+            size=settings.universe_size,
+            min_history=MIN_HISTORY + 1,
+            allowlist=frozenset(settings.symbol_allowlist),
+            denylist=frozenset(settings.symbol_denylist),
+        ),
+        data_source={"replay": "replay", "coinbase": "coinbase", "database": "database"}[settings.market_data_source],
+        is_mock=replay,
+    )
+    generator = SignalGenerator(model, repository, config, utc_now)
+    nudge = BridgeNudge(settings)
+
+    def after(result: GenerationResult) -> None:
+        nudge.nudge(result.created_actionable_ids)
+
+    servicer = SignalGeneratorServicer(generator, utc_now, settings.generator_max_symbols, after)
+
+    async def cycle() -> None:
+        after(await generator.generate(None))
+
+    async def replay_loop() -> None:
+        test_from = model.card.get("split", {}).get("test_from")
+        not_before = int(datetime.fromisoformat(test_from).timestamp()) if test_from else None
+        timeline = await repository.replay_timeline(settings.replay_warmup_candles, not_before)
+        clock = ReplayClock(timeline, settings.replay_seconds_per_candle)
+        previous = await repository.get_control(REPLAY_CLOCK_KEY)
+        clock.resume_after(datetime.fromisoformat(previous) if previous else None)
+        log.info("replaying %d candles, one every %ss", len(timeline) - clock.position, clock.seconds_per_candle)
+        started, released = time.monotonic(), 0
+        while not clock.finished:
+            for _ in range(clock.due(started, time.monotonic(), released)):
+                as_of = clock.release()
+                if as_of is None:
+                    break
+                released += 1
+                await repository.set_control(REPLAY_CLOCK_KEY, as_of.isoformat())
+                try:
+                    after(await generator.generate(None, as_of))
+                except Exception:
+                    log.exception("replay cycle at %s failed", as_of.isoformat())
+            await asyncio.sleep(max(0.01, min(1.0, settings.replay_seconds_per_candle / 4)))
+        log.info("replay finished: every bundled candle was released")
+
+    background: list[Callable[[], Awaitable[None]]] = [nudge.run]
+    if replay:
+        background.append(replay_loop)
+    else:
+        background.append(lambda: run_periodically("generator", settings.generator_interval_seconds, cycle))
+
+    async def model_loaded() -> str | None:
+        return None if generator.model is not None else "model not loaded"
+
+    return ServiceParts(
+        register=[lambda server: generator_pb2_grpc.add_SignalGeneratorServiceServicer_to_server(servicer, server)],
+        readiness=[model_loaded],
+        background=background,
+        on_stop=[nudge.close],
+    )
+
+
+DEFINITION = ServiceDefinition(
+    name="generator",
+    full_service_name=FULL_SERVICE_NAME,
+    port_setting="signal_generator_port",
+    metrics_port_setting="signal_generator_metrics_port",
+    build=build,
+)

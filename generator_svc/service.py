@@ -1,0 +1,105 @@
+"""Thin servicer of the signal generator: validates and converts messages, runs SignalGenerator.generate."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.clock import Clock
+from common.errors import InvalidArgumentError
+from crypto_trading.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from generator_svc.generation import GenerationResult, SignalGenerator
+from generator_svc.repository import SignalRow
+
+SYMBOL = re.compile(r"^[A-Z0-9]{1,20}-[A-Z]{2,10}$")
+EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(minutes=5)
+SIGNAL_TYPES = {
+    "BUY": common_pb2.SIGNAL_TYPE_BUY,
+    "SELL": common_pb2.SIGNAL_TYPE_SELL,
+    "HOLD": common_pb2.SIGNAL_TYPE_HOLD,
+}
+
+
+def _decimal(value: Decimal | None) -> str:
+    return "" if value is None else format(value, "f")
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def parse_symbols(raw: list[str], limit: int) -> list[str]:
+    if len(raw) > limit:
+        raise InvalidArgumentError(f"too many symbols: {len(raw)} > {limit}")
+    symbols = []
+    for item in raw:
+        symbol = item.strip().upper()
+        if not SYMBOL.match(symbol):
+            shown = item[:40] + ("..." if len(item) > 40 else "")
+            raise InvalidArgumentError(f"malformed symbol {shown!r}: expected a product id like BTC-USD")
+        symbols.append(symbol)
+    return list(dict.fromkeys(symbols))
+
+
+def parse_as_of(request: generator_pb2.GenerateRequest, clock: Clock) -> datetime | None:
+    if not request.HasField("as_of"):
+        return None
+    stamp = request.as_of
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        raise InvalidArgumentError("as_of.nanos must be within 0..999999999")
+    if not EARLIEST.timestamp() <= stamp.seconds <= (clock() + FUTURE_TOLERANCE).timestamp():
+        raise InvalidArgumentError("as_of must be between 2009-01-03 and now")
+    return datetime.fromtimestamp(stamp.seconds, UTC) + timedelta(microseconds=stamp.nanos // 1000)
+
+
+def to_message(row: SignalRow, created: bool) -> generator_pb2.Signal:
+    return generator_pb2.Signal(
+        id=row.id,
+        symbol=row.symbol,
+        signal_type=SIGNAL_TYPES[row.signal_type],
+        confidence=_decimal(row.confidence),
+        price=_decimal(row.price),
+        model=row.model,
+        model_version=row.model_version,
+        candle_time=_timestamp(row.candle_time),
+        buy_probability=_decimal(row.buy_probability),
+        sell_probability=_decimal(row.sell_probability),
+        hold_probability=_decimal(row.hold_probability),
+        threshold=_decimal(row.threshold),
+        regime=row.regime,
+        data_source=row.data_source,
+        is_mock=row.is_mock,
+        created=created,
+    )
+
+
+def to_response(result: GenerationResult) -> generator_pb2.GenerateResponse:
+    return generator_pb2.GenerateResponse(
+        signals=[to_message(row, created) for row, created in result.signals],
+        skipped=[generator_pb2.SkippedSymbol(symbol=s, reason=r) for s, r in result.skipped.items()],
+    )
+
+
+class SignalGeneratorServicer(generator_pb2_grpc.SignalGeneratorServiceServicer):
+    def __init__(
+        self, generator: SignalGenerator, clock: Clock, max_symbols: int, after: Callable[[GenerationResult], None]
+    ) -> None:
+        self.generator = generator
+        self.clock = clock
+        self.max_symbols = max_symbols
+        self.after = after
+
+    async def Generate(self, request: generator_pb2.GenerateRequest, context: Any) -> generator_pb2.GenerateResponse:
+        symbols = parse_symbols(list(request.symbols), self.max_symbols)
+        as_of = parse_as_of(request, self.clock)
+        result = await self.generator.generate(symbols or None, as_of)
+        self.after(result)
+        return to_response(result)

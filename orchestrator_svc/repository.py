@@ -1,0 +1,204 @@
+"""All SQL of the orchestrator: expiring old recommendations, the rolling trade cap, claims, the trading halt."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from common.clock import as_utc
+from common.sql import insert_ignore
+from common.tables import orchestrator_dispatches, system_control, trade_recommendations
+from orchestrator_svc.halt import TradingHalt
+
+_r = trade_recommendations.c
+_d = orchestrator_dispatches.c
+HALT_KEY = "trading_halt"
+DISPATCH_LOCK_KEY = "dispatch_lock"
+
+
+class OrchestratorRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def cancel_expired(self, cutoff: datetime, reason: str, now: datetime) -> list[int]:
+        """PENDING recommendations created before ``cutoff`` (and not claimed right now) become CANCELLED."""
+        async with self.engine.begin() as conn:
+            query = select(_r.id).where(
+                _r.execution_status == "PENDING",
+                _r.created_at < cutoff,
+                or_(_r.claimed_until.is_(None), _r.claimed_until < now),
+            )
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            ids = list((await conn.execute(query)).scalars())
+            if ids:
+                await conn.execute(
+                    update(trade_recommendations)
+                    .where(_r.id.in_(ids), _r.execution_status == "PENDING")
+                    .values(
+                        execution_status="CANCELLED",
+                        status_reason=reason,
+                        pending_key=None,
+                        claimed_by=None,
+                        claimed_until=None,
+                        updated_at=now,
+                    )
+                )
+        return ids
+
+    async def _lock_dispatch(self, conn: AsyncConnection, now: datetime) -> None:
+        if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE already serialises writers
+            return
+        await conn.execute(
+            insert_ignore(conn, system_control),
+            {
+                "key": DISPATCH_LOCK_KEY,
+                "value": "rolling trade cap lock",
+                "updated_by": "orchestrator",
+                "updated_at": now,
+            },
+        )
+        await conn.execute(
+            select(system_control.c.key).where(system_control.c.key == DISPATCH_LOCK_KEY).with_for_update()
+        )
+
+    async def claim(
+        self,
+        orchestrator_id: str,
+        *,
+        limit: int,
+        cap: int,
+        cap_window: timedelta,
+        pending_since: datetime,
+        claim_ttl: timedelta,
+        now: datetime,
+    ) -> tuple[list[int], int]:
+        """Reserve capacity in the rolling cap and claim the best PENDING recommendations, atomically across
+        replicas. Returns (claimed ids best first, capacity left in the window after this claim)."""
+        async with self.engine.begin() as conn:
+            await self._lock_dispatch(conn, now)
+            used = (
+                await conn.execute(
+                    select(func.count()).select_from(orchestrator_dispatches).where(_d.dispatched_at > now - cap_window)
+                )
+            ).scalar_one()
+            capacity = max(0, cap - int(used))
+            take = min(limit, capacity)
+            if take == 0:
+                return [], capacity
+            query = (
+                select(_r.id)
+                .where(
+                    _r.execution_status == "PENDING",
+                    _r.created_at >= pending_since,
+                    or_(_r.claimed_until.is_(None), _r.claimed_until < now),
+                )
+                .order_by(_r.confidence.desc(), _r.created_at.asc(), _r.id.asc())
+                .limit(take)
+            )
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            ids = list((await conn.execute(query)).scalars())
+            if ids:
+                await conn.execute(
+                    update(trade_recommendations)
+                    .where(_r.id.in_(ids))
+                    .values(claimed_by=orchestrator_id, claimed_until=now + claim_ttl)
+                )
+                await conn.execute(
+                    insert(orchestrator_dispatches),
+                    [{"recommendation_id": i, "orchestrator_id": orchestrator_id, "dispatched_at": now} for i in ids],
+                )
+            return ids, capacity - len(ids)
+
+    async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None:
+        """Drop our claims on ``ids``; with ``refund``, their dispatches no longer count against the cap (they were
+        never executed)."""
+        if not ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(trade_recommendations)
+                .where(_r.id.in_(ids), _r.claimed_by == orchestrator_id)
+                .values(claimed_by=None, claimed_until=None)
+            )
+            if refund:
+                await conn.execute(
+                    delete(orchestrator_dispatches).where(
+                        and_(
+                            _d.recommendation_id.in_(ids),
+                            _d.orchestrator_id == orchestrator_id,
+                            _d.dispatched_at >= since,
+                        )
+                    )
+                )
+
+    async def mark_failed(self, recommendation_id: int, reason: str, now: datetime) -> None:
+        """The executor refused the recommendation itself (for example a non-positive amount): FAILED, so it is
+        not offered again every cycle."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(trade_recommendations)
+                .where(_r.id == recommendation_id, _r.execution_status == "PENDING")
+                .values(
+                    execution_status="FAILED",
+                    status_reason=reason[:2000],
+                    pending_key=None,
+                    claimed_by=None,
+                    claimed_until=None,
+                    updated_at=now,
+                )
+            )
+
+    async def remaining(self, pending_since: datetime) -> int:
+        async with self.engine.connect() as conn:
+            query = (
+                select(func.count())
+                .select_from(trade_recommendations)
+                .where(_r.execution_status == "PENDING", _r.created_at >= pending_since)
+            )
+            return int((await conn.execute(query)).scalar_one())
+
+    async def prune_dispatches(self, before: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(orchestrator_dispatches).where(_d.dispatched_at < before))
+
+    async def get_halt(self) -> TradingHalt:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(system_control.c.value, system_control.c.updated_by, system_control.c.updated_at).where(
+                        system_control.c.key == HALT_KEY
+                    )
+                )
+            ).first()
+        if row is None:
+            return TradingHalt(False, "", "", None)
+        try:
+            value: dict[str, Any] = json.loads(row.value)
+        except ValueError:
+            value = {"halted": row.value.strip().lower() in ("1", "true", "yes"), "reason": ""}
+        return TradingHalt(
+            bool(value.get("halted")),
+            str(value.get("reason", "")),
+            row.updated_by or "",
+            as_utc(row.updated_at) if row.updated_at else None,
+        )
+
+    async def set_halt(self, halt: TradingHalt) -> None:
+        value = json.dumps({"halted": halt.halted, "reason": halt.reason})
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(system_control)
+                .where(system_control.c.key == HALT_KEY)
+                .values(value=value, updated_by=halt.actor, updated_at=halt.updated_at)
+            )
+            if result.rowcount == 0:
+                await conn.execute(
+                    insert(system_control),
+                    {"key": HALT_KEY, "value": value, "updated_by": halt.actor, "updated_at": halt.updated_at},
+                )

@@ -1,0 +1,101 @@
+"""`cts up` end to end: the whole system as four processes on the bundled data, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from common.database import create_engine
+from common.tables import trade_executions, trading_signals
+from cts.health_probe import check_all, endpoints
+from tests.conftest import make_settings
+from tests.support.ports import free_ports
+
+pytestmark = pytest.mark.slow
+
+
+def _environment(tmp_path: Path) -> tuple[dict[str, str], str]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crypto_prices.db'}"
+    ports = free_ports(8)
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=url,
+        BIND_HOST="127.0.0.1",
+        SIGNAL_GENERATOR_PORT=str(ports[0]),
+        SIGNAL_BRIDGE_PORT=str(ports[1]),
+        TRADE_ORCHESTRATOR_PORT=str(ports[2]),
+        TRADE_EXECUTOR_PORT=str(ports[3]),
+        SIGNAL_GENERATOR_METRICS_PORT=str(ports[4]),
+        SIGNAL_BRIDGE_METRICS_PORT=str(ports[5]),
+        TRADE_ORCHESTRATOR_METRICS_PORT=str(ports[6]),
+        TRADE_EXECUTOR_METRICS_PORT=str(ports[7]),
+        SIGNAL_GENERATOR_ADDR=f"127.0.0.1:{ports[0]}",
+        SIGNAL_BRIDGE_ADDR=f"127.0.0.1:{ports[1]}",
+        TRADE_ORCHESTRATOR_ADDR=f"127.0.0.1:{ports[2]}",
+        TRADE_EXECUTOR_ADDR=f"127.0.0.1:{ports[3]}",
+    )
+    return env, url
+
+
+async def _count(url: str, table: object) -> int:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+def _all_serving(env: dict[str, str], url: str) -> bool:
+    settings = make_settings(
+        url,
+        **{k.lower(): v for k, v in env.items() if k.endswith(("_ADDR", "_PORT")) and k.lower() != "port"},
+    )
+    health = asyncio.run(check_all(endpoints(settings), settings))
+    return all(status == "SERVING" for status in health.values())
+
+
+def test_cts_up_trades_on_the_bundled_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env, url = _environment(tmp_path)
+    # Output to a file, not a pipe nobody reads until the end: a full pipe would stall the services' logging.
+    console = (tmp_path / "console.txt").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cts", "up", "--no-ui", "--seconds-per-candle", "0.05", "--log-dir", str(tmp_path)],
+        env=env,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        serving = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _all_serving(env, url):
+                serving = True
+                break
+            time.sleep(0.5)
+        assert serving, "the four services never became SERVING"
+        while time.monotonic() < deadline and asyncio.run(_count(url, trade_executions)) == 0:
+            assert proc.poll() is None, "cts up exited early"
+            time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        console.close()
+    output = (tmp_path / "console.txt").read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert "all services stopped cleanly" in output
+    assert asyncio.run(_count(url, trading_signals)) > 0
+    assert asyncio.run(_count(url, trade_executions)) > 0
+    assert not _all_serving(env, url)

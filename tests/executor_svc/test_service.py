@@ -1,0 +1,273 @@
+"""The executor through a real gRPC channel: paper and live (against the fake Coinbase), exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from common.database import create_engine
+from common.server import running_service
+from common.tables import paper_balances, trade_executions, trade_recommendations
+from crypto_trading.v1 import common_pb2, executor_pb2, executor_pb2_grpc
+from executor_svc.client_order_id import client_order_id
+from executor_svc.server import DEFINITION
+from tests.conftest import make_settings
+from tests.support.fake_coinbase import FakeCoinbase
+from tests.support.seed import seed_price, seed_recommendation
+
+EXECUTED = common_pb2.EXECUTION_STATUS_EXECUTED
+FAILED = common_pb2.EXECUTION_STATUS_FAILED
+PENDING = common_pb2.EXECUTION_STATUS_PENDING
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCoinbase]:
+    server = FakeCoinbase().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[Any]:
+    engine = create_engine(database_url)
+    await seed_price(engine, "BTC-USD", "9000")
+    yield engine
+    await engine.dispose()
+
+
+def live_settings(url: str, fake: FakeCoinbase, **extra: Any) -> Any:
+    return make_settings(
+        url,
+        execution_mode="live",
+        coinbase_api_base_url=fake.base_url,
+        coinbase_api_key_name=fake.key_name,
+        coinbase_api_private_key=fake.private_key_pem,
+        coinbase_backoff_seconds=0.01,
+        coinbase_max_retries=3,
+        **extra,
+    )
+
+
+async def process(port: int, rec_id: int) -> executor_pb2.ExecutionResult:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = executor_pb2_grpc.TradeExecutorServiceStub(channel)
+        response = await stub.ProcessRecommendation(
+            executor_pb2.ProcessRecommendationRequest(recommendation_id=rec_id), timeout=30
+        )
+        return response.result
+
+
+async def rec_status(engine: Any, rec_id: int) -> str:
+    async with engine.connect() as conn:
+        return str(
+            (
+                await conn.execute(
+                    select(trade_recommendations.c.execution_status).where(trade_recommendations.c.id == rec_id)
+                )
+            ).scalar_one()
+        )
+
+
+async def test_paper_buy_then_sell_and_replay(database_url: str, engine: Any) -> None:
+    buy = await seed_recommendation(engine, symbol="BTC-USD", signal_type="BUY", amount_usd=Decimal("100"))
+    sell = await seed_recommendation(engine, symbol="BTC-USD", signal_type="SELL", amount_crypto=Decimal("0.005"))
+    async with running_service(DEFINITION, make_settings(database_url, market_data_source="database")) as service:
+        first = await process(service.port, buy)
+        assert first.status == EXECUTED
+        assert first.mode == common_pb2.EXECUTION_MODE_PAPER
+        assert first.client_order_id == client_order_id(buy)
+        assert Decimal(first.average_price) == Decimal("9004.5")  # 5 bps slippage against us
+        assert Decimal(first.filled_size) == (Decimal(100) / Decimal("9004.5")).quantize(Decimal("1e-8"), "ROUND_DOWN")
+        assert Decimal(first.fees) == (Decimal(first.filled_size) * Decimal("9004.5") * Decimal("0.006")).quantize(
+            Decimal("1e-8")
+        )
+        again = await process(service.port, buy)
+        assert again.replayed
+        assert again.exchange_order_id == first.exchange_order_id
+        sold = await process(service.port, sell)
+        assert sold.status == EXECUTED
+    assert await rec_status(engine, buy) == "EXECUTED"
+    async with engine.connect() as conn:
+        balances = dict((await conn.execute(select(paper_balances.c.asset, paper_balances.c.available))).all())
+        executions = (await conn.execute(select(func.count()).select_from(trade_executions))).scalar_one()
+    assert executions == 2
+    assert balances["BTC"] == Decimal(first.filled_size) - Decimal("0.005")
+
+
+async def test_paper_sell_without_holdings_fails(database_url: str, engine: Any) -> None:
+    sell = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal("1"))
+    async with running_service(DEFINITION, make_settings(database_url, market_data_source="database")) as service:
+        result = await process(service.port, sell)
+    assert result.status == FAILED
+    assert "holdings" in result.error_reason
+    assert await rec_status(engine, sell) == "FAILED"
+
+
+async def test_concurrent_calls_place_one_order(database_url: str, engine: Any, fake: FakeCoinbase) -> None:
+    rec = await seed_recommendation(engine)
+    async with (
+        running_service(DEFINITION, live_settings(database_url, fake)) as one,
+        running_service(DEFINITION, live_settings(database_url, fake)) as two,
+    ):
+        results = await asyncio.gather(*(process(port, rec) for port in (one.port, two.port) * 3))
+    assert {r.status for r in results} == {EXECUTED}
+    assert len({r.exchange_order_id for r in results}) == 1
+    assert fake.distinct_orders() == 1
+    assert fake.jwt_failures == []
+
+
+async def test_live_buy_sell_rejection_and_faults(
+    database_url: str, engine: Any, fake: FakeCoinbase, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    buy = await seed_recommendation(engine)
+    sell = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal("0.5"))
+    rejected = await seed_recommendation(engine, symbol="BTC-USD", amount_usd=Decimal("50"))
+    flaky = await seed_recommendation(engine, amount_usd=Decimal("20"))
+    stuck = await seed_recommendation(engine, amount_usd=Decimal("30"))
+    too_much = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal("50"))
+    async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
+        result = await process(service.port, buy)
+        assert (result.status, result.mode) == (EXECUTED, common_pb2.EXECUTION_MODE_LIVE)
+        assert Decimal(result.fees) > 0
+        assert (await process(service.port, sell)).status == EXECUTED
+        fake.faults.extend(["ok", "reject:INVALID_SIZE_PRECISION"])  # GET product, then the POST
+        failed = await process(service.port, rejected)
+        assert failed.status == FAILED
+        assert "INVALID_SIZE_PRECISION" in failed.error_reason
+        fake.faults.extend(["429", "500", "429"])  # retried with backoff, then succeeds
+        assert (await process(service.port, flaky)).status == EXECUTED
+        fake.faults.extend(["429"] * 10)  # more than the retries: stays PENDING, retryable
+        pending = await process(service.port, stuck)
+        assert pending.status == PENDING
+        assert await rec_status(engine, stuck) == "PENDING"
+        fake.faults.clear()  # the exchange recovers
+        assert (await process(service.port, stuck)).status == EXECUTED  # retried later: same client_order_id
+        refused = await process(service.port, too_much)
+        assert refused.status == FAILED
+        assert "no order placed" in refused.error_reason
+    assert fake.distinct_orders() == 4
+    assert fake.jwt_failures == []
+    assert len(set(fake.seen_tokens)) == len(fake.seen_tokens)  # a fresh JWT for every request
+    text = caplog.text
+    assert fake.private_key_pem.splitlines()[1] not in text
+    assert not any(token in text for token in fake.seen_tokens)
+
+
+async def test_401_fails_and_health_goes_not_serving(database_url: str, engine: Any, fake: FakeCoinbase) -> None:
+    from grpc_health.v1 import health_pb2
+
+    rec = await seed_recommendation(engine)
+    async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
+        assert service.problem is None
+        fake.faults.append("401")
+        result = await process(service.port, rec)
+        assert result.status == FAILED
+        assert "401" in result.error_reason
+        fake.faults.extend(["401"] * 5)
+        await service.refresh_health()
+        assert service.problem is not None
+        status = await service.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_crash_between_accept_and_commit_ends_with_one_order(
+    database_url: str, engine: Any, fake: FakeCoinbase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange accepts the order, then the process dies before the completion commits. After a restart the
+    recommendation ends EXECUTED and the exchange holds exactly one order."""
+    from executor_svc import repository as repo
+
+    rec = await seed_recommendation(engine)
+
+    async def crash(self: Any, *args: Any) -> None:
+        raise RuntimeError("simulated crash before commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(repo.ExecutionUnit, "complete", crash)
+        async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await process(service.port, rec)
+    assert fake.distinct_orders() == 1
+    assert await rec_status(engine, rec) == "PENDING"
+    async with running_service(DEFINITION, live_settings(database_url, fake)):
+        for _ in range(50):  # start-up recovery re-sends with the same client_order_id
+            if await rec_status(engine, rec) == "EXECUTED":
+                break
+            await asyncio.sleep(0.1)
+    assert await rec_status(engine, rec) == "EXECUTED"
+    assert fake.distinct_orders() == 1
+    assert fake.order_posts == 2
+
+
+async def test_live_mode_refuses_bad_credentials(database_url: str, fake: FakeCoinbase) -> None:
+    from common.errors import StartupError
+
+    for key_name, key in [
+        (None, fake.private_key_pem),
+        (fake.key_name, None),
+        ("bad-name", fake.private_key_pem),
+        (fake.key_name, "-----BEGIN EC PRIVATE KEY-----\nnope\n-----END EC PRIVATE KEY-----"),
+    ]:
+        settings = make_settings(
+            database_url,
+            execution_mode="live",
+            coinbase_api_base_url=fake.base_url,
+            coinbase_api_key_name=key_name,
+            coinbase_api_private_key=key,
+        )
+        with pytest.raises(StartupError) as info:
+            async with running_service(DEFINITION, settings):
+                pass
+        assert "nope" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"signal_type": "HOLD"}, grpc.StatusCode.FAILED_PRECONDITION),
+        ({"amount_usd": Decimal("0")}, grpc.StatusCode.FAILED_PRECONDITION),
+        ({"signal_type": "SELL", "amount_crypto": Decimal("0")}, grpc.StatusCode.FAILED_PRECONDITION),
+    ],
+)
+async def test_bad_recommendations_send_nothing(
+    database_url: str, engine: Any, fake: FakeCoinbase, overrides: dict[str, Any], code: grpc.StatusCode
+) -> None:
+    rec = await seed_recommendation(engine, **overrides)
+    async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await process(service.port, rec)
+        assert info.value.code() == code
+        for bad, bad_code in (
+            (0, grpc.StatusCode.INVALID_ARGUMENT),
+            (-5, grpc.StatusCode.INVALID_ARGUMENT),
+            (2**40, grpc.StatusCode.INVALID_ARGUMENT),
+            (999_999, grpc.StatusCode.NOT_FOUND),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await process(service.port, bad)
+            assert info.value.code() == bad_code
+    assert fake.order_posts == 0
+    assert await rec_status(engine, rec) == "PENDING"
+
+
+async def test_stream_answers_every_request(database_url: str, engine: Any) -> None:
+    ids = [await seed_recommendation(engine, amount_usd=Decimal("10")) for _ in range(5)]
+    settings = make_settings(database_url, market_data_source="database")
+    async with (
+        running_service(DEFINITION, settings) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        stub = executor_pb2_grpc.TradeExecutorServiceStub(channel)
+        requests = [executor_pb2.ExecuteRecommendationsRequest(recommendation_id=i) for i in [*ids, 0, 424242]]
+        results = {r.result.recommendation_id: r.result async for r in stub.ExecuteRecommendations(iter(requests))}
+    assert {i: results[i].status for i in ids} == dict.fromkeys(ids, EXECUTED)
+    assert results[0].error_code == "INVALID_ARGUMENT"
+    assert results[424242].error_code == "NOT_FOUND"

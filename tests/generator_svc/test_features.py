@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import ta
+
+from generator_svc.features import FEATURE_NAMES, MIN_HISTORY, compute_features, latest_features
+from tests.support.seed import bundled
+
+
+@pytest.fixture(scope="module")
+def candles() -> pd.DataFrame:
+    return bundled("ETH-USD").iloc[:1500].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def features(candles: pd.DataFrame) -> pd.DataFrame:
+    return compute_features(candles)
+
+
+def test_51_named_features(features: pd.DataFrame) -> None:
+    assert len(FEATURE_NAMES) == 51
+    assert len(set(FEATURE_NAMES)) == 51
+    assert list(features.columns) == list(FEATURE_NAMES)
+    assert features.iloc[MIN_HISTORY + 1 :].notna().all().all()
+
+
+@pytest.mark.parametrize("t", [0, 1, 13, 50, 199, 200, 201, 350, 777, 1499])
+def test_no_look_ahead(candles: pd.DataFrame, features: pd.DataFrame, t: int) -> None:
+    prefix = compute_features(candles.iloc[: t + 1]).iloc[t]
+    whole = features.iloc[t]
+    same = (prefix == whole) | (prefix.isna() & whole.isna())
+    assert same.all(), list(prefix.index[~same])
+
+
+def test_future_changes_do_not_move_the_past(candles: pd.DataFrame, features: pd.DataFrame) -> None:
+    shocked = candles.copy()
+    shocked.loc[1000:, ["open", "high", "low", "close"]] *= 3.0
+    shocked.loc[1000:, "volume"] *= 10
+    again = compute_features(shocked)
+    pd.testing.assert_frame_equal(again.iloc[:1000], features.iloc[:1000])
+
+
+def test_reference_indicators_match_ta(candles: pd.DataFrame, features: pd.DataFrame) -> None:
+    close, high, low = candles["close"], candles["high"], candles["low"]
+    rsi = ta.momentum.RSIIndicator(close, 14).rsi()
+    np.testing.assert_allclose(features["rsi_14"][20:] * 100, rsi[20:], atol=1e-6)
+    macd = ta.trend.MACD(close)
+    np.testing.assert_allclose((features["macd"] * close)[40:], macd.macd()[40:], atol=1e-6)
+    np.testing.assert_allclose((features["macd_signal"] * close)[40:], macd.macd_signal()[40:], atol=1e-6)
+    atr = ta.volatility.AverageTrueRange(high, low, close, 14).average_true_range()
+    np.testing.assert_allclose((features["atr_14"] * close)[14:], atr[14:], atol=1e-6)
+    width = ta.volatility.BollingerBands(close, 20, 2).bollinger_wband()
+    np.testing.assert_allclose(features["bb_width_20"][20:] * 100, width[20:], atol=1e-6)
+    stoch = ta.momentum.StochasticOscillator(high, low, close, 14, 3).stoch()
+    np.testing.assert_allclose(features["stoch_k_14"][20:] * 100, stoch[20:], atol=1e-6)
+
+
+def test_short_history_is_nan(candles: pd.DataFrame) -> None:
+    short = compute_features(candles.iloc[: MIN_HISTORY - 10])
+    assert short["dist_sma_200"].isna().all()
+    assert short["ret_168"].iloc[:168].isna().all()
+    assert short["ret_168"].iloc[168:].notna().all()
+    assert short["ret_1"].iloc[1:].notna().all()
+
+
+def test_a_gap_is_not_filled(candles: pd.DataFrame) -> None:
+    gapped = candles.drop(index=range(600, 603)).reset_index(drop=True)
+    f = compute_features(gapped)
+    assert f["hours_since_prev"].iloc[600] == 4.0
+    assert f["hours_since_prev"].iloc[599] == 1.0
+    expected = np.log(gapped["close"].iloc[600] / gapped["close"].iloc[599])
+    assert f["ret_1"].iloc[600] == pytest.approx(expected)
+    assert len(f) == len(gapped)
+
+
+def test_latest_features_equal_the_last_rows(candles: pd.DataFrame, features: pd.DataFrame) -> None:
+    other = bundled("XRP-USD").iloc[:900].reset_index(drop=True)
+    short = candles.iloc[:260].reset_index(drop=True)
+    latest = latest_features({"ETH-USD": candles, "XRP-USD": other, "SHORT": short})
+    # 1500 rows vs the live window of 500: exponential indicators differ by at most ~1e-10 (their memory).
+    np.testing.assert_allclose(latest.loc["ETH-USD"], features.iloc[-1], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(latest.loc["XRP-USD"], compute_features(other).iloc[-1], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(latest.loc["SHORT"], compute_features(short).iloc[-1], rtol=1e-7, atol=1e-9)

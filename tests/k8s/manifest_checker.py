@@ -1,0 +1,414 @@
+"""Checks that the Kubernetes manifest agrees with the code: every expected value is derived from the services'
+definitions (DEFINITION in <svc>/server.py) and the Settings fields and defaults (common/config.py).
+
+``manifest_problems(documents)`` returns one line per disagreement (empty when consistent), so the tests can also
+prove that a changed port or name is caught."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.config import Settings, load_settings
+from common.errors import ConfigError
+from common.server import ServiceDefinition
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "k8s" / "crypto-trading-system-final.yaml"
+NAMESPACE = "crypto-trading"
+SERVICE_NAMES = ("generator", "bridge", "orchestrator", "executor")
+# The Kubernetes names the operators' runbook uses (issue 8), by service definition name. Everything else (ports,
+# health names, settings) comes from the code.
+KUBERNETES_NAMES = {
+    "generator": "signal-generator",
+    "bridge": "signal-bridge",
+    "orchestrator": "trade-orchestrator",
+    "executor": "trade-executor",
+}
+NON_ROOT_UID = 10001
+MODEL_DIR_IN_IMAGE = "/app/models"
+
+Doc = dict[str, Any]
+
+
+def load_documents(path: Path = MANIFEST) -> list[Doc]:
+    with path.open(encoding="utf-8") as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc]
+
+
+def definitions() -> dict[str, ServiceDefinition]:
+    """The four service definitions, imported from the services' own server modules."""
+    found: dict[str, ServiceDefinition] = {}
+    for name in SERVICE_NAMES:
+        definition = importlib.import_module(f"{name}_svc.server").DEFINITION
+        assert isinstance(definition, ServiceDefinition)
+        found[definition.name] = definition
+    return found
+
+
+def setting_default(field: str) -> Any:
+    return Settings.model_fields[field].default
+
+
+def env_var_names() -> set[str]:
+    """Every environment variable the services read: the Settings fields, upper-cased."""
+    return {name.upper() for name in Settings.model_fields}
+
+
+def find(documents: Iterable[Doc], kind: str, name: str) -> Doc | None:
+    for doc in documents:
+        if doc.get("kind") == kind and doc.get("metadata", {}).get("name") == name:
+            return doc
+    return None
+
+
+def _selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(key) == value for key, value in (selector or {}).items())
+
+
+def _port_number(value: object, named: Mapping[str, int]) -> int | None:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return named.get(value)
+    return None
+
+
+class _Checker:
+    def __init__(self, documents: list[Doc]) -> None:
+        self.docs = documents
+        self.problems: list[str] = []
+        self.definitions = definitions()
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    # --- the pieces -------------------------------------------------------------------------------------------
+
+    def config_data(self, kind: str, name: str, where: str) -> dict[str, str]:
+        doc = find(self.docs, kind, name)
+        if doc is None:
+            self.problem(f"{where}: references {kind} {name!r}, which the manifest does not define")
+            return {}
+        data = {**(doc.get("data") or {}), **(doc.get("stringData") or {})}
+        return {str(key): str(value) for key, value in data.items()}
+
+    def container_environment(self, container: Doc, where: str) -> dict[str, str]:
+        """The environment a container gets from envFrom and env, as the process would see it."""
+        environ: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                environ.update(self.config_data("ConfigMap", source["configMapRef"]["name"], where))
+            elif "secretRef" in source:
+                environ.update(self.config_data("Secret", source["secretRef"]["name"], where))
+        for entry in container.get("env") or []:
+            if "value" in entry:
+                environ[entry["name"]] = str(entry["value"])
+            elif "valueFrom" in entry:
+                ref = entry["valueFrom"].get("secretKeyRef") or entry["valueFrom"].get("configMapKeyRef")
+                kind = "Secret" if "secretKeyRef" in entry["valueFrom"] else "ConfigMap"
+                data = self.config_data(kind, ref["name"], where) if ref else {}
+                if ref and ref["key"] in data:
+                    environ[entry["name"]] = data[ref["key"]]
+                else:
+                    self.problem(f"{where}: env {entry['name']} refers to a missing key")
+        unknown = sorted(set(environ) - env_var_names())
+        if unknown:
+            self.problem(f"{where}: env vars that are not Settings fields: {', '.join(unknown)}")
+        return {key: value for key, value in environ.items() if key not in unknown}
+
+    def settings_for(self, environ: Mapping[str, str], where: str) -> Settings | None:
+        try:
+            return load_settings(environ)
+        except ConfigError as exc:
+            self.problem(f"{where}: the environment does not load as Settings: {exc}")
+            return None
+
+    def check_pod_security(self, pod: Doc, where: str) -> None:
+        pod_security = pod.get("securityContext") or {}
+        if pod_security.get("runAsNonRoot") is not True or pod_security.get("runAsUser") != NON_ROOT_UID:
+            self.problem(f"{where}: pod must set runAsNonRoot: true and runAsUser: {NON_ROOT_UID}")
+        if pod.get("enableServiceLinks") is not False:
+            # Service links inject e.g. SIGNAL_BRIDGE_PORT=tcp://10.0.0.7:8022, which collides with the port settings.
+            self.problem(f"{where}: enableServiceLinks must be false (service link env vars collide with Settings)")
+        mounted_tmp = False
+        for container in pod.get("containers") or []:
+            security = container.get("securityContext") or {}
+            seccomp = (security.get("seccompProfile") or pod_security.get("seccompProfile") or {}).get("type")
+            if (
+                security.get("readOnlyRootFilesystem") is not True
+                or security.get("allowPrivilegeEscalation") is not False
+                or "ALL" not in ((security.get("capabilities") or {}).get("drop") or [])
+                or seccomp != "RuntimeDefault"
+            ):
+                self.problem(
+                    f"{where}: container {container.get('name')} must be read-only, without privilege escalation, "
+                    "with all capabilities dropped and the RuntimeDefault seccomp profile"
+                )
+            resources = container.get("resources") or {}
+            for kind in ("requests", "limits"):
+                if not {"cpu", "memory"} <= set(resources.get(kind) or {}):
+                    self.problem(f"{where}: container {container.get('name')} needs cpu and memory {kind}")
+            volumes = {v["name"]: v for v in pod.get("volumes") or []}
+            for mount in container.get("volumeMounts") or []:
+                if mount.get("mountPath") == "/tmp" and "emptyDir" in volumes.get(mount.get("name"), {}):
+                    mounted_tmp = True
+        if not mounted_tmp:
+            self.problem(f"{where}: /tmp must be an emptyDir (the root filesystem is read-only)")
+
+    def check_service(self, definition: ServiceDefinition) -> None:
+        k8s_name = KUBERNETES_NAMES[definition.name]
+        where = f"Deployment {k8s_name}"
+        deployment = find(self.docs, "Deployment", k8s_name)
+        if deployment is None:
+            self.problem(f"no Deployment {k8s_name!r} for the {definition.name} service")
+            return
+        spec = deployment.get("spec") or {}
+        template = spec.get("template") or {}
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        pod = template.get("spec") or {}
+        if not _selector_matches((spec.get("selector") or {}).get("matchLabels"), labels):
+            self.problem(f"{where}: selector does not match the pod labels")
+        self.check_pod_security(pod, where)
+        containers = pod.get("containers") or []
+        if len(containers) != 1:
+            self.problem(f"{where}: expected exactly one container")
+            return
+        container = containers[0]
+        command = [*(container.get("command") or []), *(container.get("args") or [])]
+        if command not in (["cts", "serve", definition.name], ["python", "-m", f"{definition.name}_svc"]):
+            self.problem(f"{where}: command {command} does not start the {definition.name} service")
+
+        environ = self.container_environment(container, where)
+        settings = self.settings_for(environ, where)
+        if settings is None:
+            return
+        port, metrics_port = definition.port(settings), definition.metrics_port(settings)
+        default_port = setting_default(definition.port_setting)
+        default_metrics = setting_default(definition.metrics_port_setting)
+        if port != default_port:
+            self.problem(f"{where}: {definition.port_setting.upper()} is {port}, the code default is {default_port}")
+        if metrics_port != default_metrics:
+            self.problem(
+                f"{where}: {definition.metrics_port_setting.upper()} is {metrics_port}, "
+                f"the code default is {default_metrics}"
+            )
+        named_ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        if named_ports.get("grpc") != port:
+            self.problem(f"{where}: container port 'grpc' is {named_ports.get('grpc')}, the service listens on {port}")
+        if named_ports.get("metrics") != metrics_port:
+            self.problem(
+                f"{where}: container port 'metrics' is {named_ports.get('metrics')}, metrics are on {metrics_port}"
+            )
+        if annotations.get("prometheus.io/port") != str(metrics_port) or annotations.get("prometheus.io/scrape") != (
+            "true"
+        ):
+            self.problem(f"{where}: prometheus.io annotations must scrape port {metrics_port}")
+
+        for probe_kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            grpc_probe = (container.get(probe_kind) or {}).get("grpc")
+            if not grpc_probe:
+                self.problem(f"{where}: {probe_kind} must be a native gRPC probe")
+                continue
+            if grpc_probe.get("port") != port:
+                self.problem(f"{where}: {probe_kind} probes port {grpc_probe.get('port')}, the service is on {port}")
+            service = grpc_probe.get("service") or ""
+            allowed = {
+                "readinessProbe": {definition.full_service_name},
+                "livenessProbe": {""},
+                "startupProbe": {"", definition.full_service_name},
+            }[probe_kind]
+            if service not in allowed:
+                self.problem(f"{where}: {probe_kind} asks for health of {service!r}, expected one of {sorted(allowed)}")
+
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if not grace > settings.shutdown_grace_seconds:
+            self.problem(
+                f"{where}: terminationGracePeriodSeconds {grace} must exceed SHUTDOWN_GRACE_SECONDS "
+                f"{settings.shutdown_grace_seconds}"
+            )
+        self.check_addresses(settings, where)
+        self.check_kubernetes_service(definition, labels, named_ports)
+
+    def check_kubernetes_service(
+        self, definition: ServiceDefinition, pod_labels: Mapping[str, str], named_ports: Mapping[str, int]
+    ) -> None:
+        k8s_name = KUBERNETES_NAMES[definition.name]
+        where = f"Service {k8s_name}"
+        service = find(self.docs, "Service", k8s_name)
+        if service is None:
+            self.problem(f"no Service {k8s_name!r} for the {definition.name} service")
+            return
+        spec = service.get("spec") or {}
+        if spec.get("type", "ClusterIP") != "ClusterIP":
+            self.problem(f"{where}: must be a ClusterIP Service")
+        if not _selector_matches(spec.get("selector"), pod_labels):
+            self.problem(f"{where}: selector does not select the {definition.name} pods")
+        ports = {p.get("name"): p for p in spec.get("ports") or []}
+        expected = {
+            "grpc": setting_default(definition.port_setting),
+            "metrics": setting_default(definition.metrics_port_setting),
+        }
+        for name, number in expected.items():
+            entry = ports.get(name)
+            if entry is None:
+                self.problem(f"{where}: no port named {name!r}")
+                continue
+            if entry.get("port") != number:
+                self.problem(f"{where}: port {name!r} is {entry.get('port')}, expected {number}")
+            target = _port_number(entry.get("targetPort", entry.get("port")), named_ports)
+            if target != number:
+                self.problem(f"{where}: port {name!r} targets {entry.get('targetPort')}, the container has {number}")
+
+    def check_addresses(self, settings: Settings, where: str) -> None:
+        """Every *_ADDR must name the Kubernetes Service (and port) of the service it points at."""
+        by_port_setting = {d.port_setting: d for d in self.definitions.values()}
+        for field in Settings.model_fields:
+            if not field.endswith("_addr"):
+                continue
+            target = by_port_setting.get(field.removesuffix("_addr") + "_port")
+            if target is None:
+                self.problem(f"Settings field {field} does not correspond to any service's port setting")
+                continue
+            k8s_name = KUBERNETES_NAMES[target.name]
+            value: str = getattr(settings, field)
+            host, _, port = value.rpartition(":")
+            hosts = {
+                k8s_name,
+                f"{k8s_name}.{NAMESPACE}",
+                f"{k8s_name}.{NAMESPACE}.svc",
+                f"{k8s_name}.{NAMESPACE}.svc.cluster.local",
+            }
+            expected_port = setting_default(target.port_setting)
+            if host not in hosts or port != str(expected_port):
+                self.problem(f"{where}: {field.upper()}={value!r} must be {k8s_name}:{expected_port}")
+
+    def check_network_policy(self) -> None:
+        executor = self.definitions["executor"]
+        orchestrator = self.definitions["orchestrator"]
+        executor_labels = self.pod_labels(executor)
+        orchestrator_labels = self.pod_labels(orchestrator)
+        grpc_port = setting_default(executor.port_setting)
+        metrics_port = setting_default(executor.metrics_port_setting)
+        policies = [
+            doc
+            for doc in self.docs
+            if doc.get("kind") == "NetworkPolicy"
+            and _selector_matches(
+                ((doc.get("spec") or {}).get("podSelector") or {}).get("matchLabels"), executor_labels
+            )
+        ]
+        if not policies:
+            self.problem("no NetworkPolicy selects the trade-executor pods")
+            return
+        orchestrator_allowed = False
+        for policy in policies:
+            spec = policy["spec"]
+            if "Ingress" not in (spec.get("policyTypes") or []):
+                self.problem(f"NetworkPolicy {policy['metadata']['name']}: must restrict Ingress")
+            for rule in spec.get("ingress") or []:
+                ports = [p.get("port") for p in rule.get("ports") or []]
+                unknown = [p for p in ports if p not in (grpc_port, metrics_port, "grpc", "metrics")]
+                if unknown:
+                    self.problem(
+                        f"NetworkPolicy {policy['metadata']['name']}: ports {unknown} are not the executor's gRPC "
+                        f"({grpc_port}) or metrics ({metrics_port}) port"
+                    )
+                reaches_grpc = not ports or grpc_port in ports or "grpc" in ports
+                if not reaches_grpc:
+                    continue
+                peers = rule.get("from") or []
+                only_orchestrator = bool(peers) and all(
+                    set(peer) == {"podSelector"}
+                    and _selector_matches((peer["podSelector"] or {}).get("matchLabels"), orchestrator_labels)
+                    for peer in peers
+                )
+                if only_orchestrator:
+                    orchestrator_allowed = True
+                else:
+                    self.problem(
+                        f"NetworkPolicy {policy['metadata']['name']}: a rule opens the executor's gRPC port "
+                        f"{grpc_port} to more than the trade-orchestrator pods"
+                    )
+        if not orchestrator_allowed:
+            self.problem(f"no NetworkPolicy rule lets the trade-orchestrator pods reach the executor on {grpc_port}")
+
+    def pod_labels(self, definition: ServiceDefinition) -> dict[str, str]:
+        deployment = find(self.docs, "Deployment", KUBERNETES_NAMES[definition.name]) or {}
+        labels = (((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
+        return dict(labels or {})
+
+    def check_migration_job(self) -> None:
+        job = find(self.docs, "Job", "db-migrate")
+        if job is None:
+            self.problem("no Job 'db-migrate'")
+            return
+        pod = job["spec"]["template"]["spec"]
+        self.check_pod_security(pod, "Job db-migrate")
+        container = pod["containers"][0]
+        if [*(container.get("command") or []), *(container.get("args") or [])] != ["cts", "migrate"]:
+            self.problem("Job db-migrate: must run `cts migrate`")
+        settings = self.settings_for(self.container_environment(container, "Job db-migrate"), "Job db-migrate")
+        if settings is not None and not settings.is_mysql:
+            self.problem("Job db-migrate: DATABASE_URL must be a MySQL URL")
+
+    def check_production_values(self) -> None:
+        """What production needs from the template: MySQL, Coinbase market data, the baked-in model, paper by
+        default, one image, and Secrets that hold placeholders only."""
+        environments: dict[str, dict[str, str]] = {}
+        images = set()
+        for doc in self.docs:
+            if doc.get("kind") in ("Deployment", "Job"):
+                for container in doc["spec"]["template"]["spec"].get("containers") or []:
+                    images.add(container.get("image"))
+        if len(images) != 1:
+            self.problem(f"every workload must run the same image, found {sorted(map(str, images))}")
+        for name, k8s_name in KUBERNETES_NAMES.items():
+            deployment = find(self.docs, "Deployment", k8s_name)
+            if deployment is not None:
+                container = deployment["spec"]["template"]["spec"]["containers"][0]
+                environments[name] = self.container_environment(container, f"Deployment {k8s_name}")
+        for name, environ in environments.items():
+            if not environ.get("DATABASE_URL", "").startswith("mysql+asyncmy://"):
+                self.problem(f"{KUBERNETES_NAMES[name]}: DATABASE_URL must come from the database Secret (MySQL)")
+        generator = environments.get("generator", {})
+        if generator.get("MARKET_DATA_SOURCE") != "coinbase" or generator.get("MODEL_DIR") != MODEL_DIR_IN_IMAGE:
+            self.problem(f"signal-generator: needs MARKET_DATA_SOURCE=coinbase and MODEL_DIR={MODEL_DIR_IN_IMAGE}")
+        executor = environments.get("executor", {})
+        if executor.get("EXECUTION_MODE") != "paper":
+            self.problem("trade-executor: the template must set EXECUTION_MODE=paper (live is an explicit change)")
+        for name, environ in environments.items():
+            if name != "executor" and any(key.startswith("COINBASE_API_") and "KEY" in key for key in environ):
+                self.problem(f"{KUBERNETES_NAMES[name]}: only the executor may get the Coinbase key")
+        for doc in self.docs:
+            if doc.get("kind") == "Secret":
+                values = {**(doc.get("stringData") or {}), **(doc.get("data") or {})}
+                for key, value in values.items():
+                    if "REPLACE_ME" not in str(value):
+                        self.problem(f"Secret {doc['metadata']['name']}: {key} must be a REPLACE_ME placeholder")
+
+    def check_namespace(self) -> None:
+        if find(self.docs, "Namespace", NAMESPACE) is None:
+            self.problem(f"no Namespace {NAMESPACE!r}")
+        for doc in self.docs:
+            if doc.get("kind") != "Namespace" and doc.get("metadata", {}).get("namespace") != NAMESPACE:
+                self.problem(f"{doc.get('kind')} {doc.get('metadata', {}).get('name')}: not in namespace {NAMESPACE}")
+
+    def run(self) -> list[str]:
+        self.check_namespace()
+        for definition in self.definitions.values():
+            self.check_service(definition)
+        self.check_network_policy()
+        self.check_migration_job()
+        self.check_production_values()
+        return list(dict.fromkeys(self.problems))
+
+
+def manifest_problems(documents: list[Doc]) -> list[str]:
+    """Every disagreement between the manifest and the code, one line each (empty: consistent)."""
+    return _Checker(documents).run()

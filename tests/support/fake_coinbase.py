@@ -1,0 +1,205 @@
+"""A local fake of Coinbase Advanced Trade for tests (never shipped): a real HTTP server that verifies every JWT
+as Coinbase does and implements the endpoints the executor uses, with injectable faults.
+
+JWT checks: ES256 signature with the registered public key, alg, kid, typ, iss = "cdp", sub = key name, nbf/exp
+window, and uri = "<METHOD> <host><path>" of the actual request. Orders are deduplicated by client_order_id."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+API = "/api/v3/brokerage"
+
+
+@dataclass
+class FakeCoinbase:
+    key_name: str = "organizations/org-test/apiKeys/key-test"
+    private_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    balances: dict[str, Decimal] = field(default_factory=lambda: {"USD": Decimal(100000), "BTC": Decimal(1)})
+    prices: dict[str, Decimal] = field(default_factory=lambda: {"BTC-USD": Decimal("9000")})
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # by order id
+    by_client_id: dict[str, str] = field(default_factory=dict)
+    order_posts: int = 0
+    faults: deque[str] = field(default_factory=deque)  # next responses: "429", "500", "401", "slow", "reject:<ERR>"
+    seen_tokens: list[str] = field(default_factory=list)
+    jwt_failures: list[str] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def private_key_pem(self) -> str:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}{API}"
+
+    def start(self) -> FakeCoinbase:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fake.handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake.handle(self, "POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def verify(self, request: BaseHTTPRequestHandler, method: str) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return "missing bearer token"
+        token = header.removeprefix("Bearer ")
+        self.seen_tokens.append(token)
+        try:
+            head = jwt.get_unverified_header(token)
+            if head.get("alg") != "ES256" or head.get("kid") != self.key_name or head.get("typ") != "JWT":
+                return "bad header"
+            if not head.get("nonce"):
+                return "missing nonce"
+            claims = jwt.decode(
+                token,
+                self.private_key.public_key(),
+                algorithms=["ES256"],
+                options={"require": ["exp", "nbf"]},
+                leeway=5,
+            )
+        except jwt.PyJWTError as exc:
+            return f"invalid token: {type(exc).__name__}"
+        if claims.get("iss") != "cdp" or claims.get("sub") != self.key_name:
+            return "bad iss/sub"
+        if claims["exp"] - claims["nbf"] > 120:
+            return "token lives too long"
+        host = request.headers.get("Host", "")
+        expected = f"{method} {host}{urlsplit(request.path).path}"
+        if claims.get("uri") != expected:
+            return f"uri claim {claims.get('uri')!r} != {expected!r}"
+        return None
+
+    def reply(
+        self, request: BaseHTTPRequestHandler, status: int, body: Any, content_type: str = "application/json"
+    ) -> None:
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", content_type)
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        problem = self.verify(request, method)
+        if problem:
+            self.jwt_failures.append(problem)
+            self.reply(request, 401, {"error": "UNAUTHENTICATED", "message": problem})
+            return
+        fault = self.faults.popleft() if self.faults else ""
+        if fault == "429":
+            self.reply(request, 429, "<html><body>Too Many Requests</body></html>", "text/html")
+            return
+        if fault == "500":
+            self.reply(request, 500, {"error": "INTERNAL"})
+            return
+        if fault == "401":
+            self.reply(request, 401, {"error": "UNAUTHENTICATED"})
+            return
+        if fault == "slow":
+            time.sleep(2.0)
+        path = urlsplit(request.path).path.removeprefix(API)
+        if method == "GET" and path == "/accounts":
+            accounts = [
+                {"currency": c, "available_balance": {"value": str(v), "currency": c}} for c, v in self.balances.items()
+            ]
+            self.reply(request, 200, {"accounts": accounts, "has_next": False})
+        elif method == "GET" and path.startswith("/products/"):
+            product = path.removeprefix("/products/")
+            self.reply(
+                request,
+                200,
+                {
+                    "product_id": product,
+                    "base_increment": "0.00000001",
+                    "base_min_size": "0.00001",
+                    "quote_min_size": "1",
+                    "price": str(self.prices.get(product, "1")),
+                },
+            )
+        elif method == "GET" and path.startswith("/orders/historical/"):
+            order = self.orders.get(path.removeprefix("/orders/historical/"))
+            if order is None:
+                self.reply(request, 404, {"error": "NOT_FOUND"})
+            else:
+                self.reply(request, 200, {"order": order})
+        elif method == "POST" and path == "/orders":
+            length = int(request.headers.get("Content-Length", "0"))
+            self.reply(request, 200, self.place(json.loads(request.rfile.read(length)), fault))
+        else:
+            self.reply(request, 404, {"error": "NOT_FOUND"})
+
+    def place(self, body: dict[str, Any], fault: str) -> dict[str, Any]:
+        self.order_posts += 1
+        client_id = body["client_order_id"]
+        if client_id in self.by_client_id:  # Coinbase: a repeated client_order_id returns the existing order
+            return {"success": True, "success_response": {"order_id": self.by_client_id[client_id]}}
+        if fault.startswith("reject:"):
+            error = fault.removeprefix("reject:")
+            return {"success": False, "error_response": {"error": error, "message": f"{error} (fake)"}}
+        product = body["product_id"]
+        base = product.split("-")[0]
+        price = self.prices[product]
+        config = body["order_configuration"]["market_market_ioc"]
+        if body["side"] == "BUY":
+            quote = Decimal(config["quote_size"])
+            if quote > self.balances.get("USD", Decimal(0)):
+                return {"success": False, "error_response": {"error": "INSUFFICIENT_FUND", "message": "no cash"}}
+            size = (quote / price).quantize(Decimal("0.00000001"))
+            self.balances["USD"] -= quote
+            self.balances[base] = self.balances.get(base, Decimal(0)) + size
+        else:
+            size = Decimal(config["base_size"])
+            if size > self.balances.get(base, Decimal(0)):
+                return {"success": False, "error_response": {"error": "INSUFFICIENT_FUND", "message": "no coins"}}
+            self.balances[base] -= size
+            self.balances["USD"] += size * price
+        order_id = str(uuid.uuid4())
+        fees = (size * price * Decimal("0.006")).quantize(Decimal("0.00000001"))
+        self.orders[order_id] = {
+            "order_id": order_id,
+            "client_order_id": client_id,
+            "product_id": product,
+            "side": body["side"],
+            "status": "FILLED",
+            "filled_size": str(size),
+            "average_filled_price": str(price),
+            "total_fees": str(fees),
+        }
+        self.by_client_id[client_id] = order_id
+        return {"success": True, "success_response": {"order_id": order_id}}
+
+    def distinct_orders(self) -> int:
+        return len(self.orders)
