@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from sqlalchemy import func, select, update
 from bench.harness import Cluster, bench_database, free_port, rss_mb, summary_ms, wait_serving
 from bench.seed import seed_candles, seed_recommendations, synthetic_symbols
 from common.database import create_engine
-from common.tables import system_control, trade_executions, trade_recommendations
+from common.tables import system_control, trade_executions, trade_recommendations, trading_signals
 from crypto_trading.v1 import (
     executor_pb2,
     executor_pb2_grpc,
@@ -51,16 +50,17 @@ def _ts(start_time: int) -> Timestamp:
 
 
 async def _generation_rpc(symbols: list[str], cluster: Cluster, last_start: int, steps: int) -> list[float]:
-    """Generate for ``symbols`` on ``steps`` consecutive new candles (each call writes new signals)."""
-    first_as_of = last_start - (steps + 1) * HOUR + HOUR
+    """Generate for ``symbols`` on ``steps + 1`` consecutive closed candles, oldest first, each call writing new
+    signals (as_of is the close time of the candle, so it is the latest closed one). The newest seeded candle is
+    left out: the generator's start-up cycle has already written its signals."""
     samples = []
     async with grpc.aio.insecure_channel(cluster.address("generator")) as channel:
         stub = generator_pb2_grpc.SignalGeneratorServiceStub(channel)
         for i in range(steps + 1):
-            as_of = first_as_of + i * HOUR + HOUR - 1  # just before the next candle opens
+            candle_start = last_start - (steps - i + 1) * HOUR
             started = time.perf_counter()
             response = await stub.Generate(
-                generator_pb2.GenerateRequest(symbols=symbols, as_of=_ts(as_of + HOUR)), timeout=60
+                generator_pb2.GenerateRequest(symbols=symbols, as_of=_ts(candle_start + HOUR)), timeout=60
             )
             elapsed = time.perf_counter() - started
             if i > 0:  # the first call warms the caches
@@ -131,8 +131,9 @@ async def generation(name: str, engine_name: str, tmp: Path, quick: bool) -> dic
 async def _execution_of(engine: Any, signal_id: int) -> Any:
     async with engine.connect() as conn:
         row = await conn.execute(
-            select(trade_executions.c.completed_at, trade_executions.c.status)
+            select(trade_executions.c.completed_at, trading_signals.c.created_at.label("signal_created_at"))
             .join(trade_recommendations, trade_recommendations.c.id == trade_executions.c.recommendation_id)
+            .join(trading_signals, trading_signals.c.id == trade_recommendations.c.signal_id)
             .where(trade_recommendations.c.signal_id == signal_id, trade_executions.c.completed_at.is_not(None))
         )
         return row.first()
@@ -140,8 +141,9 @@ async def _execution_of(engine: Any, signal_id: int) -> Any:
 
 async def signal_to_order(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
     """Generator commit of a BUY signal -> executor commit of its paper execution, through the nudges only (the
-    loops are parked at 24 h). t0 = Generate's response (the signal is committed before it is sent);
-    t1 = trade_executions.completed_at written by the executor (same host clock)."""
+    loops are parked at 24 h). t0 = the signal's created_at, stamped by the generator just before its insert
+    commits (so t0 is, if anything, early); t1 = trade_executions.completed_at, stamped by the executor just
+    before its commit. Both come from the same host clock."""
     rounds = 20 if quick else 200
     async with bench_database(engine_name, tmp) as url:
         engine = create_engine(url)
@@ -156,12 +158,11 @@ async def signal_to_order(name: str, engine_name: str, tmp: Path, quick: bool) -
                 stub = generator_pb2_grpc.SignalGeneratorServiceStub(channel)
                 per_symbol = rounds // len(symbols)
                 for step in range(per_symbol):
-                    as_of = last_start - (per_symbol - 1 - step) * HOUR + HOUR
+                    as_of = last_start - (per_symbol - step) * HOUR + HOUR  # never the newest (see above)
                     for symbol in symbols:
                         response = await stub.Generate(
                             generator_pb2.GenerateRequest(symbols=[symbol], as_of=_ts(as_of)), timeout=30
                         )
-                        t0 = datetime.now(UTC)
                         signal = next((s for s in response.signals if s.created), None)
                         if signal is None or signal.signal_type != 1:  # SIGNAL_TYPE_BUY
                             missing += 1
@@ -175,7 +176,7 @@ async def signal_to_order(name: str, engine_name: str, tmp: Path, quick: bool) -
                         if row is None:
                             missing += 1
                             continue
-                        samples.append((row.completed_at - t0).total_seconds())
+                        samples.append((row.completed_at - row.signal_created_at).total_seconds())
         finally:
             await cluster.stop()
             await engine.dispose()
