@@ -2,6 +2,10 @@
 
 1. The recommendation must exist (NOT_FOUND), be a BUY or SELL with a positive size (FAILED_PRECONDITION).
 2. Already final: return the recorded result, place nothing.
+Paper: 3-4 happen in one transaction per batch (executor_svc.repository.PaperSettlement): the recommendation rows
+are locked, the fill is computed against the paper ledger and the execution, the recommendation and the balances
+are written and committed together. Nothing leaves the database, so a crash leaves all of it or none of it.
+Live:
 3. Commit the execution row (status PENDING, deterministic client_order_id) BEFORE anything is sent.
 4. In one transaction that holds that row (FOR UPDATE on MySQL, the writer lock on SQLite): if another caller
    finished it meanwhile, return that; else send (or re-send after a crash: the same client_order_id, which
@@ -18,10 +22,11 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from common.clock import Clock
-from common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from common.errors import DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from common.metrics import EXECUTIONS
 from executor_svc.client_order_id import client_order_id
 from executor_svc.domain import FINAL, ExecutionRecord, ExecutionResult, OrderOutcome, OrderRequest, Recommendation
+from executor_svc.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 MAX_ID = 2**31 - 1
@@ -52,11 +57,18 @@ def result_from_record(record: ExecutionRecord, replayed: bool) -> ExecutionResu
 
 
 class Executor:
-    def __init__(self, repository: Any, broker: Broker, clock: Clock) -> None:
+    """Paper executions settle in the database itself, so they go through a group commit: one transaction settles
+    every paper request that arrived while the previous one was committing (a lone request is a batch of one).
+    Live executions send an order to Coinbase, so each has its own row committed before the order is sent."""
+
+    def __init__(self, repository: Any, broker: Broker, clock: Clock, *, max_batch: int = 256) -> None:
         self.repository = repository
         self.broker = broker
         self.clock = clock
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._paper: GroupCommit[int, ExecutionResult] | None = (
+            GroupCommit(self._settle_paper, max_batch) if broker.mode == "PAPER" else None
+        )
 
     @staticmethod
     def validate_id(recommendation_id: int) -> None:
@@ -65,19 +77,22 @@ class Executor:
 
     async def process(self, recommendation_id: int) -> ExecutionResult:
         self.validate_id(recommendation_id)
+        if self._paper is not None:
+            return await self._paper.submit(recommendation_id)
         lock = self._locks[recommendation_id]
         try:
             async with lock:
-                return await self._process(recommendation_id)
+                return await self._process_live(recommendation_id)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(recommendation_id, None)
 
-    async def _process(self, recommendation_id: int) -> ExecutionResult:
-        rec = await self.repository.recommendation(recommendation_id)
+    def _prepare(
+        self, recommendation_id: int, rec: Recommendation | None, record: ExecutionRecord | None
+    ) -> ExecutionResult | OrderRequest:
+        """Steps 1-2 (shared by paper and live): the recorded result when there is one, else the order to place."""
         if rec is None:
             raise NotFoundError(f"recommendation {recommendation_id} does not exist")
-        record = await self.repository.execution(recommendation_id)
         if record is not None and record.status in FINAL:
             return result_from_record(record, replayed=True)
         if rec.status in FINAL:
@@ -96,7 +111,7 @@ class Executor:
             raise FailedPreconditionError(
                 f"recommendation {rec.id} was started in {record.mode} mode; this executor runs {self.broker.mode}"
             )
-        order = OrderRequest(
+        return OrderRequest(
             recommendation_id=rec.id,
             client_order_id=client_order_id(rec.id),
             symbol=rec.symbol,
@@ -104,6 +119,48 @@ class Executor:
             quote_size=rec.amount_usd,
             base_size=rec.amount_crypto or Decimal(0),
         )
+
+    async def _settle_paper(self, ids: list[int]) -> dict[int, ExecutionResult | Exception]:
+        settled: list[tuple[Recommendation, OrderRequest, OrderOutcome]] = []
+
+        async def work(batch: Any) -> dict[int, ExecutionResult | Exception]:
+            settled.clear()  # a lock conflict runs the whole batch again
+            now = self.clock()
+            outcomes: dict[int, ExecutionResult | Exception] = {}
+            recs = await batch.recommendations(ids)
+            records = await batch.executions(ids)
+            for recommendation_id in ids:
+                rec = recs.get(recommendation_id)
+                try:
+                    prepared = self._prepare(recommendation_id, rec, records.get(recommendation_id))
+                except DomainError as exc:
+                    outcomes[recommendation_id] = exc
+                    continue
+                if isinstance(prepared, ExecutionResult):
+                    outcomes[recommendation_id] = prepared
+                    continue
+                assert rec is not None  # _prepare raised NotFoundError otherwise
+                outcome = await self.broker.execute(prepared, batch)
+                if outcome.status != "PENDING":
+                    restarted = recommendation_id in records
+                    batch.complete(rec, prepared.client_order_id, self.broker.mode, outcome, now, restarted=restarted)
+                settled.append((rec, prepared, outcome))
+                outcomes[recommendation_id] = self._result(rec, prepared, outcome, now)
+            return outcomes
+
+        outcomes: dict[int, ExecutionResult | Exception] = await self.repository.settle(work)
+        for rec, order, outcome in settled:
+            self._report(rec, order, outcome)
+        return outcomes
+
+    async def _process_live(self, recommendation_id: int) -> ExecutionResult:
+        rec = await self.repository.recommendation(recommendation_id)
+        record = await self.repository.execution(recommendation_id)
+        prepared = self._prepare(recommendation_id, rec, record)
+        if isinstance(prepared, ExecutionResult):
+            return prepared
+        assert rec is not None  # _prepare raised NotFoundError otherwise
+        order = prepared
         if record is None:
             await self.repository.create_execution(rec, order.client_order_id, self.broker.mode, self.clock())
         async with self.repository.unit(rec.id) as unit:
@@ -116,6 +173,26 @@ class Executor:
                 await unit.note_attempt(outcome.error_message, now)
             else:
                 await unit.complete(outcome, now)
+        self._report(rec, order, outcome)
+        return self._result(rec, order, outcome, now)
+
+    def _result(self, rec: Recommendation, order: OrderRequest, outcome: OrderOutcome, now: Any) -> ExecutionResult:
+        return ExecutionResult(
+            recommendation_id=rec.id,
+            status=outcome.status,
+            client_order_id=order.client_order_id,
+            mode=self.broker.mode,
+            symbol=rec.symbol,
+            side=rec.side,
+            exchange_order_id=outcome.exchange_order_id,
+            filled_size=outcome.filled_size,
+            average_price=outcome.average_price,
+            fees=outcome.fees,
+            error_reason=outcome.error_message,
+            executed_at=now if outcome.status == "EXECUTED" else None,
+        )
+
+    def _report(self, rec: Recommendation, order: OrderRequest, outcome: OrderOutcome) -> None:
         EXECUTIONS.labels(outcome.status, self.broker.mode).inc()
         if outcome.status == "PENDING":
             log.warning(
@@ -142,20 +219,6 @@ class Executor:
                     "exchange_order_id": outcome.exchange_order_id,
                 },
             )
-        return ExecutionResult(
-            recommendation_id=rec.id,
-            status=outcome.status,
-            client_order_id=order.client_order_id,
-            mode=self.broker.mode,
-            symbol=rec.symbol,
-            side=rec.side,
-            exchange_order_id=outcome.exchange_order_id,
-            filled_size=outcome.filled_size,
-            average_price=outcome.average_price,
-            fees=outcome.fees,
-            error_reason=outcome.error_message,
-            executed_at=now if outcome.status == "EXECUTED" else None,
-        )
 
     @staticmethod
     def _check(rec: Recommendation) -> None:

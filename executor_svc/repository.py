@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.clock import as_utc
@@ -19,6 +20,27 @@ from executor_svc.domain import ExecutionRecord, OrderOutcome, Recommendation
 
 _e = trade_executions.c
 _r = trade_recommendations.c
+T = TypeVar("T")
+LOCK_CONFLICTS = (1205, 1213)  # MySQL/MariaDB lock wait timeout, deadlock: the transaction is safe to run again
+SETTLEMENT_ATTEMPTS = 3
+
+
+def _recommendation(row: Any) -> Recommendation:
+    return Recommendation(
+        id=row.id,
+        symbol=row.symbol,
+        signal_type=row.signal_type,
+        amount_usd=row.amount_usd,
+        amount_crypto=row.amount_crypto,
+        entry_price=row.entry_price,
+        status=row.execution_status or "PENDING",
+        status_reason=row.status_reason or "",
+    )
+
+
+def _lock_conflict(exc: OperationalError) -> bool:
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in LOCK_CONFLICTS
 
 
 def _record(row: Any) -> ExecutionRecord:
@@ -46,18 +68,7 @@ class ExecutorRepository:
     async def recommendation(self, recommendation_id: int) -> Recommendation | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(trade_recommendations).where(_r.id == recommendation_id))).first()
-        if row is None:
-            return None
-        return Recommendation(
-            id=row.id,
-            symbol=row.symbol,
-            signal_type=row.signal_type,
-            amount_usd=row.amount_usd,
-            amount_crypto=row.amount_crypto,
-            entry_price=row.entry_price,
-            status=row.execution_status or "PENDING",
-            status_reason=row.status_reason or "",
-        )
+        return _recommendation(row) if row is not None else None
 
     async def execution(self, recommendation_id: int) -> ExecutionRecord | None:
         async with self.engine.connect() as conn:
@@ -97,6 +108,21 @@ class ExecutorRepository:
         """One transaction holding the execution row (FOR UPDATE; SQLite: the writer lock) until it commits."""
         async with self.engine.begin() as conn:
             yield ExecutionUnit(conn, recommendation_id)
+
+    async def settle(self, work: Callable[[PaperSettlement], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction that settles a batch of paper executions, then write what it recorded
+        and commit. A lock conflict (deadlock, lock wait timeout) rolls everything back and runs it again."""
+        for attempt in range(1, SETTLEMENT_ATTEMPTS + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    settlement = PaperSettlement(conn)
+                    result = await work(settlement)
+                    await settlement.write()
+                    return result
+            except OperationalError as exc:
+                if attempt == SETTLEMENT_ATTEMPTS or not _lock_conflict(exc):
+                    raise
+        raise AssertionError("unreachable")
 
 
 class ExecutionUnit:
@@ -185,6 +211,194 @@ class ExecutionUnit:
         )
         if result.rowcount == 0:
             await self.conn.execute(insert(paper_balances), {"asset": asset, "available": available, "updated_at": now})
+
+
+class PaperSettlement:
+    """One transaction settling a batch of paper executions. It locks the recommendations (FOR UPDATE in id order on
+    MySQL; SQLite's BEGIN IMMEDIATE holds the writer lock), keeps the paper ledger in memory (prices read once per
+    symbol, balances read FOR UPDATE once per asset, USD always first so batches queue on it instead of
+    deadlocking) and writes every execution, recommendation and balance in a few statements at the end."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._locking = conn.dialect.name != "sqlite"
+        self._prices: dict[tuple[str, str], Decimal | None] = {}
+        self._replay_until: int | None = None
+        self._replay_read = False
+        self._balances: dict[str, Decimal] = {}
+        self._stored_assets: set[str] = set()
+        self._dirty: set[str] = set()
+        self._new: list[dict[str, Any]] = []
+        self._restarted: list[dict[str, Any]] = []
+        self._recommendations: list[dict[str, Any]] = []
+        self._now: datetime | None = None
+
+    async def recommendations(self, ids: Sequence[int]) -> dict[int, Recommendation]:
+        query = select(trade_recommendations).where(_r.id.in_(sorted(set(ids)))).order_by(_r.id)
+        if self._locking:
+            query = query.with_for_update()
+        return {row.id: _recommendation(row) for row in await self.conn.execute(query)}
+
+    async def executions(self, ids: Sequence[int]) -> dict[int, ExecutionRecord]:
+        rows = await self.conn.execute(select(trade_executions).where(_e.recommendation_id.in_(sorted(set(ids)))))
+        return {row.recommendation_id: _record(row) for row in rows}
+
+    def complete(
+        self,
+        rec: Recommendation,
+        client_order_id: str,
+        mode: str,
+        outcome: OrderOutcome,
+        now: datetime,
+        *,
+        restarted: bool,
+    ) -> None:
+        """Record a final outcome; written by :meth:`write` in the same transaction."""
+        self._now = now
+        final = {
+            "status": outcome.status,
+            "exchange_order_id": outcome.exchange_order_id or None,
+            "filled_size": outcome.filled_size,
+            "average_price": outcome.average_price,
+            "fees": outcome.fees,
+            "error_code": outcome.error_code or None,
+            "error_message": outcome.error_message[:2000] or None,
+            "updated_at": now,
+            "completed_at": now,
+        }
+        if restarted:  # a row left unfinished by an earlier run: complete it
+            self._restarted.append({"b_recommendation_id": rec.id, **{f"b_{k}": v for k, v in final.items()}})
+        else:
+            self._new.append(
+                {
+                    "recommendation_id": rec.id,
+                    "client_order_id": client_order_id,
+                    "mode": mode,
+                    "symbol": rec.symbol,
+                    "side": rec.side,
+                    "quote_size": rec.amount_usd if rec.side == "BUY" else None,
+                    "base_size": rec.amount_crypto if rec.side == "SELL" else None,
+                    "attempts": 1,
+                    "is_mock": mode == "PAPER",
+                    "created_at": now,
+                    **final,
+                }
+            )
+        self._recommendations.append(
+            {
+                "b_id": rec.id,
+                "b_status": outcome.status,
+                "b_executed_at": now if outcome.status == "EXECUTED" else None,
+                "b_reason": outcome.error_message or None,
+                "b_now": now,
+            }
+        )
+
+    async def write(self) -> None:
+        if self._new:
+            await self.conn.execute(insert(trade_executions), self._new)
+        if self._restarted:
+            await self.conn.execute(
+                update(trade_executions)
+                .where(_e.recommendation_id == bindparam("b_recommendation_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    exchange_order_id=bindparam("b_exchange_order_id"),
+                    filled_size=bindparam("b_filled_size"),
+                    average_price=bindparam("b_average_price"),
+                    fees=bindparam("b_fees"),
+                    error_code=bindparam("b_error_code"),
+                    error_message=bindparam("b_error_message"),
+                    attempts=_e.attempts + 1,
+                    updated_at=bindparam("b_updated_at"),
+                    completed_at=bindparam("b_completed_at"),
+                ),
+                self._restarted,
+            )
+        if self._recommendations:
+            await self.conn.execute(
+                update(trade_recommendations)
+                .where(_r.id == bindparam("b_id"))
+                .values(
+                    execution_status=bindparam("b_status"),
+                    executed_at=bindparam("b_executed_at"),
+                    status_reason=bindparam("b_reason"),
+                    pending_key=None,
+                    claimed_by=None,
+                    claimed_until=None,
+                    updated_at=bindparam("b_now"),
+                ),
+                self._recommendations,
+            )
+        updates = [
+            {"b_asset": a, "b_available": self._balances[a], "b_now": self._now}
+            for a in sorted(self._dirty & self._stored_assets)
+        ]
+        if updates:
+            await self.conn.execute(
+                update(paper_balances)
+                .where(paper_balances.c.asset == bindparam("b_asset"))
+                .values(available=bindparam("b_available"), updated_at=bindparam("b_now")),
+                updates,
+            )
+        inserts = [
+            {"asset": a, "available": self._balances[a], "updated_at": self._now}
+            for a in sorted(self._dirty - self._stored_assets)
+        ]
+        if inserts:
+            await self.conn.execute(insert(paper_balances), inserts)
+
+    # --- the paper ledger (executor_svc.paper_broker.PaperLedger) ---
+    async def market_price(self, symbol: str, granularity: str, replay: bool) -> Decimal | None:
+        key = (symbol, granularity)
+        if key not in self._prices:
+            query = select(market_candles.c.close).where(
+                market_candles.c.symbol == symbol, market_candles.c.granularity == granularity
+            )
+            if replay:
+                if not self._replay_read:
+                    clock = (
+                        await self.conn.execute(
+                            select(system_control.c.value).where(system_control.c.key == "replay_clock")
+                        )
+                    ).scalar_one_or_none()
+                    if clock:
+                        self._replay_until = int(as_utc(datetime.fromisoformat(clock)).timestamp()) - 3600
+                    self._replay_read = True
+                if self._replay_until is not None:
+                    query = query.where(market_candles.c.start_time <= self._replay_until)
+            value = (
+                await self.conn.execute(query.order_by(market_candles.c.start_time.desc()).limit(1))
+            ).scalar_one_or_none()
+            self._prices[key] = Decimal(value) if value is not None else None
+        return self._prices[key]
+
+    async def balance(self, asset: str, starting_cash: Decimal, now: datetime) -> Decimal:
+        if "USD" not in self._balances:  # every batch locks USD first: batches queue there, never deadlock
+            await self._load("USD", starting_cash, now)
+        if asset not in self._balances:
+            await self._load(asset, starting_cash, now)
+        return self._balances[asset]
+
+    async def set_balance(self, asset: str, available: Decimal, now: datetime) -> None:
+        self._balances[asset] = available
+        self._dirty.add(asset)
+        self._now = now
+
+    async def _load(self, asset: str, starting_cash: Decimal, now: datetime) -> None:
+        query = select(paper_balances.c.available).where(paper_balances.c.asset == asset)
+        if self._locking:
+            query = query.with_for_update()
+        value = (await self.conn.execute(query)).scalar_one_or_none()
+        if value is None and asset == "USD":  # the first paper trade ever: open the account with the starting cash
+            await self.conn.execute(
+                insert_ignore(self.conn, paper_balances),
+                {"asset": "USD", "available": starting_cash, "updated_at": now},
+            )
+            value = (await self.conn.execute(query)).scalar_one_or_none()
+        if value is not None:
+            self._stored_assets.add(asset)
+        self._balances[asset] = Decimal(value) if value is not None else Decimal(0)
 
 
 def dumps(value: Any) -> str:

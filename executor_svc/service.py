@@ -27,7 +27,7 @@ ERROR_CODES = (
     (NotFoundError, "NOT_FOUND"),
     (FailedPreconditionError, "FAILED_PRECONDITION"),
 )
-STREAM_CONCURRENCY = 32
+STREAM_CONCURRENCY = 256
 
 
 def _decimal(value: Decimal | None) -> str:

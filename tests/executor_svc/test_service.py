@@ -110,6 +110,53 @@ async def test_paper_sell_without_holdings_fails(database_url: str, engine: Any)
     assert await rec_status(engine, sell) == "FAILED"
 
 
+async def test_paper_replicas_settle_each_recommendation_once_and_keep_the_books(
+    database_url: str, engine: Any
+) -> None:
+    """Two paper executors, unary calls and streams racing over the same recommendations (group commits of many
+    sizes): one execution each, and the paper cash equals the starting cash minus what the fills cost."""
+    buys = [await seed_recommendation(engine, amount_usd=Decimal(10 + i)) for i in range(40)]
+    settings = make_settings(database_url, market_data_source="database")
+    async with (
+        running_service(DEFINITION, settings) as one,
+        running_service(DEFINITION, settings) as two,
+        grpc.aio.insecure_channel(f"127.0.0.1:{one.port}") as channel_one,
+        grpc.aio.insecure_channel(f"127.0.0.1:{two.port}") as channel_two,
+    ):
+
+        async def stream(channel: grpc.aio.Channel, ids: list[int]) -> list[executor_pb2.ExecutionResult]:
+            stub = executor_pb2_grpc.TradeExecutorServiceStub(channel)
+            requests = [executor_pb2.ExecuteRecommendationsRequest(recommendation_id=i) for i in ids]
+            return [r.result async for r in stub.ExecuteRecommendations(iter(requests))]
+
+        unary = [process(port, rec) for rec in buys[::3] for port in (one.port, two.port)]
+        outcomes = await asyncio.gather(
+            stream(channel_one, buys), stream(channel_two, buys[::-1]), *unary, return_exceptions=False
+        )
+    results: list[executor_pb2.ExecutionResult] = [*outcomes[0], *outcomes[1], *outcomes[2:]]
+    assert {r.status for r in results} == {EXECUTED}
+    by_rec: dict[int, set[str]] = {}
+    for r in results:
+        by_rec.setdefault(r.recommendation_id, set()).add(r.exchange_order_id)
+    assert sorted(by_rec) == sorted(buys)
+    assert all(len(orders) == 1 for orders in by_rec.values())
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(trade_executions.c.filled_size, trade_executions.c.average_price, trade_executions.c.fees)
+            )
+        ).all()
+        balances = dict((await conn.execute(select(paper_balances.c.asset, paper_balances.c.available))).all())
+    assert len(rows) == len(buys)
+    spent = sum(
+        ((size * price).quantize(Decimal("1e-8")) + fee for size, price, fee in rows),
+        Decimal(0),
+    )
+    assert balances["USD"] == settings.paper_starting_cash_usd - spent
+    assert balances["BTC"] == sum((size for size, _, _ in rows), Decimal(0))
+    assert {await rec_status(engine, rec) for rec in buys} == {"EXECUTED"}
+
+
 async def test_concurrent_calls_place_one_order(database_url: str, engine: Any, fake: FakeCoinbase) -> None:
     rec = await seed_recommendation(engine)
     async with (
