@@ -25,13 +25,19 @@ class OrchestratorRepository:
         self.engine = engine
 
     async def cancel_expired(self, cutoff: datetime, reason: str, now: datetime) -> list[int]:
-        """PENDING recommendations created before ``cutoff`` (and not claimed right now) become CANCELLED."""
+        """PENDING recommendations created before ``cutoff`` (and not claimed right now) become CANCELLED. A plain
+        read comes first: the locking transaction runs only when there is something to cancel (every cycle, and
+        every nudge, runs this)."""
+        expired = (
+            _r.execution_status == "PENDING",
+            _r.created_at < cutoff,
+            or_(_r.claimed_until.is_(None), _r.claimed_until < now),
+        )
+        async with self.engine.connect() as conn:
+            if (await conn.execute(select(_r.id).where(*expired).limit(1))).first() is None:
+                return []
         async with self.engine.begin() as conn:
-            query = select(_r.id).where(
-                _r.execution_status == "PENDING",
-                _r.created_at < cutoff,
-                or_(_r.claimed_until.is_(None), _r.claimed_until < now),
-            )
+            query = select(_r.id).where(*expired)
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update(skip_locked=True)
             ids = list((await conn.execute(query)).scalars())
@@ -53,7 +59,10 @@ class OrchestratorRepository:
     async def _lock_dispatch(self, conn: AsyncConnection, now: datetime) -> None:
         if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE already serialises writers
             return
-        await conn.execute(
+        lock = select(system_control.c.key).where(system_control.c.key == DISPATCH_LOCK_KEY).with_for_update()
+        if (await conn.execute(lock)).first() is not None:
+            return
+        await conn.execute(  # the first claim ever: create the lock row, then take it
             insert_ignore(conn, system_control),
             {
                 "key": DISPATCH_LOCK_KEY,
@@ -62,9 +71,7 @@ class OrchestratorRepository:
                 "updated_at": now,
             },
         )
-        await conn.execute(
-            select(system_control.c.key).where(system_control.c.key == DISPATCH_LOCK_KEY).with_for_update()
-        )
+        await conn.execute(lock)
 
     async def claim(
         self,

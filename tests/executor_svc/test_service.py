@@ -130,10 +130,10 @@ async def test_paper_replicas_settle_each_recommendation_once_and_keep_the_books
             return [r.result async for r in stub.ExecuteRecommendations(iter(requests))]
 
         unary = [process(port, rec) for rec in buys[::3] for port in (one.port, two.port)]
-        outcomes = await asyncio.gather(
-            stream(channel_one, buys), stream(channel_two, buys[::-1]), *unary, return_exceptions=False
+        streamed, single = await asyncio.gather(
+            asyncio.gather(stream(channel_one, buys), stream(channel_two, buys[::-1])), asyncio.gather(*unary)
         )
-    results: list[executor_pb2.ExecutionResult] = [*outcomes[0], *outcomes[1], *outcomes[2:]]
+    results = [*streamed[0], *streamed[1], *single]
     assert {r.status for r in results} == {EXECUTED}
     by_rec: dict[int, set[str]] = {}
     for r in results:
