@@ -8,10 +8,10 @@ Gaps: features are computed over consecutive *rows*, not over wall-clock hours. 
 3-hour gap is the return over those 3 hours. The feature ``hours_since_prev`` (1.0 normally, 3.0 after two missing
 hours) tells the model where that happened.
 
-Many symbols at once: ``latest_features`` stacks the last ``HISTORY_WINDOW`` rows of every symbol side by side
-(row k = each symbol's k-th most recent candle) and computes every indicator once on the whole panel. It runs
-exactly the same code as ``compute_features``; a symbol with fewer rows is padded with leading NaN, which every
-indicator here treats like missing history.
+Many symbols at once (the generator): ``latest_features`` stacks the last ``HISTORY_WINDOW`` rows of every symbol
+side by side (row k = each symbol's k-th most recent candle; a symbol with fewer rows is padded with leading NaN,
+treated like missing history) and evaluates the same definitions at the last row only, in numpy, with the recursive
+averages through the same pandas ewm. A test holds it to the last row of ``compute_features`` on real candles.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 RETURN_HORIZONS = (1, 2, 3, 6, 12, 24, 48, 72, 168)
 SMA_WINDOWS = (5, 10, 20, 50, 100, 200)
@@ -200,24 +201,204 @@ def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
 
 
 def latest_features(candles_by_symbol: Mapping[str, pd.DataFrame], window: int = HISTORY_WINDOW) -> pd.DataFrame:
-    """The features of each symbol's last candle (index = symbol, columns = FEATURE_NAMES), computed on one panel
-    of the last ``window`` rows of every symbol. Same code path as ``compute_features``."""
+    """The features of each symbol's last candle (index = symbol, columns = FEATURE_NAMES), from the last ``window``
+    rows of every symbol. Agrees with the last row of ``compute_features`` (tests/generator_svc/test_features.py)."""
     symbols = [s for s, df in candles_by_symbol.items() if len(df)]
+    arrays = [candles_by_symbol[s][list(CANDLE_COLUMNS)].to_numpy(dtype=float) for s in symbols]
+    return latest_features_of_arrays(dict(zip(symbols, arrays, strict=True)), window)
+
+
+def latest_features_of_arrays(
+    candles_by_symbol: Mapping[str, np.ndarray], window: int = HISTORY_WINDOW
+) -> pd.DataFrame:
+    """``latest_features`` for candles given as (n, 6) float arrays in CANDLE_COLUMNS order, oldest first (the
+    generator's cache keeps them so; no DataFrame per symbol)."""
+    symbols = [s for s, rows in candles_by_symbol.items() if len(rows)]
     if not symbols:
         return pd.DataFrame(columns=list(FEATURE_NAMES), dtype=float)
-    arrays = {col: np.full((window, len(symbols)), np.nan) for col in CANDLE_COLUMNS}
+    panel = np.full((len(CANDLE_COLUMNS), window, len(symbols)), np.nan)
     for j, symbol in enumerate(symbols):
-        tail = candles_by_symbol[symbol].tail(window)
-        n = len(tail)
-        for col in CANDLE_COLUMNS:
-            arrays[col][window - n :, j] = tail[col].to_numpy(dtype=float)
-    panel = {col: pd.DataFrame(arrays[col], columns=symbols) for col in CANDLE_COLUMNS}
-    features = _panel_features(
-        panel["open"], panel["high"], panel["low"], panel["close"], panel["volume"], panel["timestamp"]
-    )
-    last = {name: features[name].iloc[-1].to_numpy(dtype=float) for name in FEATURE_NAMES}
-    result = pd.DataFrame(last, index=pd.Index(symbols, name="symbol"))
+        tail = candles_by_symbol[symbol][-window:]
+        panel[:, window - len(tail) :, j] = tail.T
+    t, o, h, lo, c, v = panel
+    with np.errstate(all="ignore"):
+        last = _last_row_features(o, h, lo, c, v, t)
+        result = pd.DataFrame({name: last[name] for name in FEATURE_NAMES}, index=pd.Index(symbols, name="symbol"))
     return result.replace([np.inf, -np.inf], np.nan)
+
+
+# --- the last row only, on (rows, symbols) arrays with leading NaN where a symbol has less history ---
+# The same definitions as _panel_features, evaluated at the last row: window statistics over the last n rows (NaN
+# when any of them is missing, like rolling(n, min_periods=n)), recursive averages through the same pandas ewm.
+
+
+def _ewm_array(
+    values: np.ndarray, *, span: int | None = None, alpha: float | None = None, min_periods: int = 0
+) -> np.ndarray:
+    """pandas' ``ewm(adjust=False).mean()`` on every column at once: from a column's first defined value x0,
+    y0 = x0 and y_t = (1 - a) y_(t-1) + a x_t, as one IIR filter over the whole array (scipy.signal.lfilter)
+    instead of pandas' column-by-column loop. Columns with a gap after their start go through pandas itself."""
+    a = alpha if alpha is not None else 2.0 / (float(span or 1) + 1.0)
+    out = np.full(values.shape, np.nan)
+    defined = ~np.isnan(values)
+    has_any = defined.any(axis=0)
+    starts = np.argmax(defined, axis=0)
+    for start in np.unique(starts[has_any]).tolist():
+        cols = np.nonzero(has_any & (starts == start))[0]
+        x = values[start:, cols]
+        gappy = np.isnan(x).any(axis=0)
+        if gappy.any():
+            frame = pd.DataFrame(values[:, cols[gappy]]).ewm(alpha=a, min_periods=min_periods, adjust=False)
+            out[:, cols[gappy]] = frame.mean().to_numpy()
+            cols, x = cols[~gappy], x[:, ~gappy]
+        if len(cols) == 0:
+            continue
+        y, _ = lfilter([a], [1.0, -(1.0 - a)], x, axis=0, zi=((1.0 - a) * x[0])[np.newaxis, :])
+        if min_periods > 1:
+            y[: min_periods - 1] = np.nan
+        out[start:, cols] = y
+    return out
+
+
+def _tail(values: np.ndarray, n: int) -> np.ndarray:
+    if len(values) < n:
+        return np.full((n, values.shape[1]), np.nan)
+    return values[-n:]
+
+
+def _mean(values: np.ndarray, n: int) -> np.ndarray:
+    return np.asarray(_tail(values, n).mean(axis=0))
+
+
+def _sum(values: np.ndarray, n: int) -> np.ndarray:
+    return np.asarray(_tail(values, n).sum(axis=0))
+
+
+def _std(values: np.ndarray, n: int) -> np.ndarray:
+    """Population std of the last n rows; exactly 0 for a constant window (as pandas' rolling std)."""
+    tail = _tail(values, n)
+    return np.where(tail.max(axis=0) == tail.min(axis=0), 0.0, tail.std(axis=0))
+
+
+def _min(values: np.ndarray, n: int) -> np.ndarray:
+    return np.asarray(_tail(values, n).min(axis=0))
+
+
+def _max(values: np.ndarray, n: int) -> np.ndarray:
+    return np.asarray(_tail(values, n).max(axis=0))
+
+
+def _lag(values: np.ndarray, k: int) -> np.ndarray:
+    return values[-1 - k] if len(values) > k else np.full(values.shape[1], np.nan)
+
+
+def _shift(values: np.ndarray) -> np.ndarray:
+    shifted = np.empty_like(values)
+    shifted[0] = np.nan
+    shifted[1:] = values[:-1]
+    return shifted
+
+
+def _where(condition: np.ndarray, values: np.ndarray, other: float) -> np.ndarray:
+    return np.where(condition, values, other)
+
+
+def _if_defined(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(reference), np.nan, values)
+
+
+def _rsi_last(c: np.ndarray, window: int) -> np.ndarray:
+    diff = c - _shift(c)
+    defined = ~np.isnan(c)
+    up = np.where(defined, np.where(diff > 0, diff, 0.0), np.nan)
+    down = np.where(defined, np.where(diff < 0, -diff, 0.0), np.nan)
+    averages = _ewm_array(np.hstack([up, down]), alpha=1.0 / window, min_periods=window)[-1]
+    avg_up, avg_down = averages[: c.shape[1]], averages[c.shape[1] :]
+    rsi = 100.0 - 100.0 / (1.0 + avg_up / avg_down)
+    rsi = _if_defined(avg_up, np.where(avg_down != 0, rsi, 100.0))
+    return rsi / 100.0
+
+
+def _atr_last(h: np.ndarray, lo: np.ndarray, c: np.ndarray, window: int) -> np.ndarray:
+    prev = _shift(c)
+    stacked = np.stack([h - lo, np.abs(h - prev), np.abs(lo - prev)])
+    tr = np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
+    tr[np.isneginf(tr)] = np.nan
+    valid = np.cumsum(~np.isnan(tr), axis=0)
+    seeded = np.where(valid > window, tr, np.nan)
+    rows, cols = np.nonzero(valid == window)
+    first: dict[int, int] = {}
+    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+        first.setdefault(col, row)
+    for col, row in first.items():
+        if row + 1 >= window:
+            seed = tr[row + 1 - window : row + 1, col]
+            seeded[row, col] = seed.mean()  # NaN when the window is not all defined, as rolling(min_periods=n)
+    return np.asarray(_ewm_array(seeded, alpha=1.0 / window)[-1])
+
+
+def _last_row_features(
+    o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, t: np.ndarray
+) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    close = c[-1]
+    log_close = np.log(c)
+    for horizon in RETURN_HORIZONS:
+        out[f"ret_{horizon}"] = log_close[-1] - _lag(log_close, horizon)
+    sma = {n: _mean(c, n) for n in SMA_WINDOWS}
+    for n in SMA_WINDOWS:
+        out[f"dist_sma_{n}"] = close / sma[n] - 1.0
+    ema = {n: _ewm_array(c, span=n, min_periods=n) for n in (*EMA_SPANS,)}
+    for n in EMA_SPANS:
+        out[f"dist_ema_{n}"] = close / ema[n][-1] - 1.0
+    out["sma_5_20"] = sma[5] / sma[20] - 1.0
+    out["sma_20_50"] = sma[20] / sma[50] - 1.0
+    out["sma_50_200"] = sma[50] / sma[200] - 1.0
+    for n in RSI_WINDOWS:
+        out[f"rsi_{n}"] = _rsi_last(c, n)
+    macd = ema[12] - ema[26]
+    signal = _ewm_array(macd, span=9, min_periods=9)[-1]
+    out["macd"] = macd[-1] / close
+    out["macd_signal"] = signal / close
+    out["macd_hist"] = (macd[-1] - signal) / close
+    std20 = _std(c, 20)
+    upper, lower = sma[20] + 2 * std20, sma[20] - 2 * std20
+    out["bb_width_20"] = (upper - lower) / sma[20]
+    out["bb_pctb_20"] = _where(std20 > 0, (close - lower) / (upper - lower), 0.5)
+    out["atr_14"] = _atr_last(h, lo, c, 14) / close
+    out["atr_24"] = _atr_last(h, lo, c, 24) / close
+    ret1 = log_close - _shift(log_close)
+    vol = {n: _std(ret1, n) for n in VOLATILITY_WINDOWS}
+    for n in VOLATILITY_WINDOWS:
+        out[f"volatility_{n}"] = vol[n]
+    out["volatility_ratio_24_168"] = _if_defined(vol[168], _where(vol[168] > 0, vol[24] / vol[168], 1.0))
+    stoch = []
+    for end in (len(c) - 2, len(c) - 1, len(c)):  # stoch_k on the last three rows, for stoch_d_3
+        lowest, highest = _min(lo[:end], 14), _max(h[:end], 14)
+        k = _where(highest > lowest, (c[end - 1] - lowest) / (highest - lowest), 0.5)
+        stoch.append(_if_defined(lowest, k))
+    out["stoch_k_14"] = stoch[-1]
+    out["stoch_d_3"] = np.mean(stoch, axis=0)
+    log_volume = np.log1p(v)
+    for n in (24, 72):
+        mean, std = _mean(log_volume, n), _std(log_volume, n)
+        out[f"volume_z_{n}"] = _if_defined(mean, _where(std > 0, (log_volume[-1] - mean) / std, 0.0))
+    volume_sum_24 = _sum(v, 24)
+    out["volume_ratio_24"] = log_volume[-1] - np.log1p(_mean(v, 24))
+    signed = _sum(np.sign(c - _shift(c)) * v, 24)
+    out["obv_slope_24"] = _if_defined(volume_sum_24, _where(volume_sum_24 > 0, signed / volume_sum_24, 0.0))
+    vwap = _sum(c * v, 24) / volume_sum_24
+    out["dist_vwap_24"] = _if_defined(volume_sum_24, _where(volume_sum_24 > 0, close / vwap - 1.0, 0.0))
+    top, bottom = np.maximum(o[-1], close), np.minimum(o[-1], close)
+    out["body"] = close / o[-1] - 1.0
+    out["upper_wick"] = (h[-1] - top) / close
+    out["lower_wick"] = (bottom - lo[-1]) / close
+    out["range"] = (h[-1] - lo[-1]) / close
+    low24, high24 = _min(lo, 24), _max(h, 24)
+    out["range_position_24"] = _if_defined(low24, _where(high24 > low24, (close - low24) / (high24 - low24), 0.5))
+    out["dist_high_168"] = close / _max(h, 168) - 1.0
+    out["hours_since_prev"] = (t[-1] - _lag(t, 1)) / 3600.0
+    return out
 
 
 FeatureFunction = Callable[[pd.DataFrame], pd.DataFrame]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +21,7 @@ import pandas as pd
 from common.clock import Clock
 from common.errors import FailedPreconditionError, NotFoundError
 from common.metrics import SIGNALS
-from generator_svc.features import FEATURE_NAMES, HISTORY_WINDOW, MIN_HISTORY, latest_features
+from generator_svc.features import CANDLE_COLUMNS, FEATURE_NAMES, HISTORY_WINDOW, MIN_HISTORY, latest_features_of_arrays
 from generator_svc.model_store import LoadedModel
 from generator_svc.regime import regime_of
 from generator_svc.repository import SignalRow
@@ -64,19 +64,21 @@ class GenerationResult:
 
 @dataclass
 class _Cached:
-    frame: pd.DataFrame
-    loaded_from: int  # every candle with start >= loaded_from and <= loaded_to is in frame
+    rows: np.ndarray  # (n, 6) in CANDLE_COLUMNS order, oldest first
+    loaded_from: int  # every candle with start >= loaded_from and <= loaded_to is in rows
     loaded_to: int
 
 
 class CandleCache:
-    """Keeps the recent candles of each symbol in memory; each cycle fetches only the newer ones."""
+    """Keeps the recent candles of each symbol in memory as one float array each; each cycle fetches only the
+    newer candles."""
 
     def __init__(self, store: GeneratorStore) -> None:
         self.store = store
         self.entries: dict[str, _Cached] = {}
 
-    async def window(self, symbols: Sequence[str], last_start: int) -> dict[str, pd.DataFrame]:
+    async def window(self, symbols: Sequence[str], last_start: int) -> dict[str, np.ndarray]:
+        """Up to HISTORY_WINDOW candles per symbol, the last one starting at or before ``last_start``."""
         need_from = last_start - COLD_FETCH_HOURS * HOUR
         cold = [
             s
@@ -93,24 +95,25 @@ class CandleCache:
         if warm:
             since = min(self.entries[s].loaded_to for s in warm) + 1
             newer = await self.store.candles(warm, since, last_start)
+            keep_from = last_start - COLD_FETCH_HOURS * HOUR
             for symbol in warm:
                 entry = self.entries[symbol]
                 extra = newer[symbol]
-                extra = extra[extra["timestamp"] > entry.loaded_to]
-                frame = pd.concat([entry.frame, extra], ignore_index=True) if len(extra) else entry.frame
-                keep_from = last_start - COLD_FETCH_HOURS * HOUR
-                frame = frame[frame["timestamp"] >= keep_from].reset_index(drop=True)
-                self.entries[symbol] = _Cached(frame, max(entry.loaded_from, keep_from), last_start)
+                extra = extra[extra[:, 0] > entry.loaded_to]
+                rows = np.concatenate([entry.rows, extra]) if len(extra) else entry.rows
+                rows = rows[np.searchsorted(rows[:, 0], keep_from) :]
+                self.entries[symbol] = _Cached(rows, max(entry.loaded_from, keep_from), last_start)
         out = {}
         for symbol in symbols:
-            frame = self.entries[symbol].frame
-            out[symbol] = frame[frame["timestamp"] <= last_start].tail(HISTORY_WINDOW)
+            rows = self.entries[symbol].rows
+            end = int(np.searchsorted(rows[:, 0], last_start, side="right"))
+            out[symbol] = rows[max(0, end - HISTORY_WINDOW) : end]
         return out
 
 
-def _predict(model: LoadedModel, candles: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
+def _predict(model: LoadedModel, candles: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
     """CPU work, run in a worker thread: features of each symbol's last candle and the model's probabilities."""
-    features = latest_features(candles)
+    features = latest_features_of_arrays(candles)
     complete = features.dropna()
     probabilities = model.predict_proba(complete[list(FEATURE_NAMES)].to_numpy(dtype=np.float64))
     return complete, probabilities
@@ -131,6 +134,7 @@ class SignalGenerator:
         self.clock = clock
         self.products = products  # Coinbase products (production); None: derive the universe from the candles
         self.cache = CandleCache(store)
+        self.known: set[str] = set()
         self.lock = asyncio.Lock()
 
     @staticmethod
@@ -155,8 +159,10 @@ class SignalGenerator:
         result = GenerationResult()
         if symbols:
             wanted = list(dict.fromkeys(symbols))
-            known = await self.store.known_symbols(wanted)
-            unknown = [s for s in wanted if s not in known]
+            unseen = [s for s in wanted if s not in self.known]
+            if unseen:  # candles are never deleted: a symbol known once stays known
+                self.known |= await self.store.known_symbols(unseen)
+            unknown = [s for s in wanted if s not in self.known]
             if unknown:
                 raise NotFoundError(f"unknown symbol(s), no candles at all: {', '.join(unknown[:10])}")
         else:
@@ -168,7 +174,7 @@ class SignalGenerator:
         usable = {}
         for symbol in wanted:
             frame = candles[symbol]
-            if frame.empty:
+            if len(frame) == 0:
                 result.skipped[symbol] = (
                     f"no candle closed in the {COLD_FETCH_HOURS} hours up to {as_of.isoformat(timespec='seconds')}"
                 )
@@ -186,8 +192,8 @@ class SignalGenerator:
             if symbol not in features.index:
                 result.skipped[symbol] = "features incomplete (gaps or missing values)"
         rows = [
-            self._row(symbol, usable[symbol], features.loc[symbol], probs)
-            for symbol, probs in zip(features.index, probabilities, strict=True)
+            self._row(symbol, usable[symbol], dict(zip(features.columns, values, strict=True)), probs)
+            for symbol, values, probs in zip(features.index, features.to_numpy().tolist(), probabilities, strict=True)
         ]
         saved, created = await self.store.save_signals(rows)
         for row in rows:
@@ -210,12 +216,14 @@ class SignalGenerator:
                 )
         return result
 
-    def _row(self, symbol: str, candles: pd.DataFrame, features: pd.Series, probs: np.ndarray) -> dict[str, Any]:
+    def _row(
+        self, symbol: str, candles: np.ndarray, features: Mapping[str, float], probs: np.ndarray
+    ) -> dict[str, Any]:
         by_class = dict(zip(self.model.classes, (float(p) for p in probs), strict=True))
         signal_type, confidence = decide_from_probabilities(
             by_class, self.config.buy_threshold, self.config.sell_threshold
         )
-        last = candles.iloc[-1]
+        last = dict(zip(CANDLE_COLUMNS, candles[-1].tolist(), strict=True))
         candle_time = datetime.fromtimestamp(int(last["timestamp"]), UTC)
         now = self.clock()
         p_buy = to_probability(by_class["BUY"])

@@ -130,10 +130,10 @@ class GeneratorRepository:
         return counts, volumes
 
     async def candles(self, symbols: Sequence[str], since: int | None, until: int) -> dict[str, Any]:
-        from generator_svc.candle_repository import load_candles
+        from generator_svc.candle_repository import load_candle_arrays
 
         async with self.engine.connect() as conn:
-            return await load_candles(conn, symbols, self.granularity, since, until)
+            return await load_candle_arrays(conn, symbols, self.granularity, since, until)
 
     async def save_signals(
         self, rows: Sequence[dict[str, Any]]

@@ -83,3 +83,35 @@ def test_latest_features_equal_the_last_rows(candles: pd.DataFrame, features: pd
     np.testing.assert_allclose(latest.loc["ETH-USD"], features.iloc[-1], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(latest.loc["XRP-USD"], compute_features(other).iloc[-1], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(latest.loc["SHORT"], compute_features(short).iloc[-1], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("symbol", ["BTC-USD", "ETH-USD", "LTC-USD", "XRP-USD"])
+def test_latest_features_agree_with_compute_features_across_history(symbol: str) -> None:
+    """The generator's last-row path against the training path, at many points of each real series (gaps, quiet
+    and wild hours included), with symbols of very different history lengths in one panel."""
+    series = bundled(symbol)
+    rng = np.random.default_rng(7)
+    ends = sorted(rng.choice(np.arange(MIN_HISTORY + 1, len(series)), size=12, replace=False))
+    panel = {}
+    expected = {}
+    for i, end in enumerate(ends):
+        start = max(0, end - (MIN_HISTORY + 1 + 97 * i))  # from the minimum history up to the full window
+        window = series.iloc[start:end].reset_index(drop=True)
+        panel[f"{symbol}-{i}"] = window
+        expected[f"{symbol}-{i}"] = compute_features(window).iloc[-1]
+    latest = latest_features(panel)
+    for name, row in expected.items():
+        np.testing.assert_allclose(latest.loc[name], row, rtol=1e-7, atol=1e-9, err_msg=name)
+
+
+def test_latest_features_of_a_flat_market() -> None:
+    """Constant prices and volume (zero variance windows): the same guarded values on both paths."""
+    flat = bundled("BTC-USD").iloc[:400].reset_index(drop=True)
+    for column in ("open", "high", "low", "close"):
+        flat.loc[300:, column] = 100.0
+    flat.loc[300:, "volume"] = 5.0
+    latest = latest_features({"FLAT": flat})
+    expected = compute_features(flat).iloc[-1]
+    np.testing.assert_allclose(latest.loc["FLAT"], expected, rtol=1e-7, atol=1e-9)
+    assert latest.loc["FLAT", "volume_z_24"] == 0.0
+    assert latest.loc["FLAT", "bb_pctb_20"] == 0.5
