@@ -75,6 +75,19 @@ async def existing_signals(
     return out
 
 
+async def existing_signal_keys(
+    conn: AsyncConnection, keys: Sequence[tuple[str, datetime]]
+) -> set[tuple[str, datetime]]:
+    """The (symbol, candle_time) pairs among ``keys`` that already have a signal (a light read: keys only)."""
+    if not keys:
+        return set()
+    query = select(_s.symbol, _s.candle_time).where(
+        _s.symbol.in_(sorted({k[0] for k in keys})), _s.candle_time.in_(sorted({k[1] for k in keys}))
+    )
+    wanted = set(keys)
+    return {(r.symbol, r.candle_time) for r in await conn.execute(query)} & wanted
+
+
 async def insert_signals(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert signal rows; a row whose (symbol, candle_time) exists already (another replica, a retry) is
     skipped by the unique key instead of failing."""
@@ -141,10 +154,10 @@ class GeneratorRepository:
         """Insert the rows not yet present; returns (every row for these keys, the keys this call created)."""
         keys = [(r["symbol"], r["candle_time"]) for r in rows]
         async with self.engine.begin() as conn:
-            before = await existing_signals(conn, keys)
+            before = await existing_signal_keys(conn, keys)
             await insert_signals(conn, [r for r in rows if (r["symbol"], r["candle_time"]) not in before])
             after = await existing_signals(conn, keys)
-        return after, set(after) - set(before)
+        return after, set(after) - before
 
     async def set_control(self, key: str, value: str) -> None:
         async with self.engine.begin() as conn:
