@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import sqlalchemy.exc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -87,7 +88,23 @@ class DomainErrorInterceptor(_Interceptor):
         return handler
 
 
+# The database cannot be reached (connection refused or lost, pool exhausted): retryable, so UNAVAILABLE (with
+# no driver details, which can carry host names), never INTERNAL.
+DATABASE_UNAVAILABLE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+
+
+def _code_name(exc: BaseException) -> str:
+    if isinstance(exc, errors.DomainError):
+        return status_code_for(exc).name
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        return grpc.StatusCode.UNAVAILABLE.name
+    return grpc.StatusCode.INTERNAL.name
+
+
 async def _abort(method: str, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        log.warning("rpc %s -> UNAVAILABLE: database unavailable (%s)", method, type(exc).__name__)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry later")
     if isinstance(exc, errors.DomainError):
         code = status_code_for(exc)
         log.info("rpc %s -> %s: %s", method, code.name, exc)
@@ -105,7 +122,7 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
         except (errors.DomainError, Exception) as exc:
             if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
                 raise
-            code = status_code_for(exc).name if isinstance(exc, errors.DomainError) else "INTERNAL"
+            code = _code_name(exc)
             await _abort(method, exc, context)
         finally:
             RPC_LATENCY.labels(method, code).observe(time.perf_counter() - started)
@@ -123,7 +140,7 @@ def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Calla
         except (errors.DomainError, Exception) as exc:
             if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
                 raise
-            code = status_code_for(exc).name if isinstance(exc, errors.DomainError) else "INTERNAL"
+            code = _code_name(exc)
             await _abort(method, exc, context)
         finally:
             RPC_LATENCY.labels(method, code).observe(time.perf_counter() - started)

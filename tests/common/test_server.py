@@ -20,6 +20,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge_svc.server import DEFINITION as BRIDGE
 from common.server import ServiceDefinition, ServiceHost, running_service
+from crypto_trading.v1.bridge_pb2 import BridgeRequest
+from crypto_trading.v1.bridge_pb2_grpc import SignalBridgeServiceStub
+from crypto_trading.v1.executor_pb2 import ProcessRecommendationRequest
+from crypto_trading.v1.executor_pb2_grpc import TradeExecutorServiceStub
 from executor_svc.server import DEFINITION as EXECUTOR
 from orchestrator_svc.server import DEFINITION as ORCHESTRATOR
 from tests.conftest import make_settings
@@ -80,11 +84,25 @@ async def test_health_follows_the_database(mysql_database: str) -> None:
     await proxy.start()
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:
-        async with running_service(BRIDGE, make_settings(proxied)) as service:
+        async with (
+            running_service(BRIDGE, make_settings(proxied)) as service,
+            running_service(EXECUTOR, make_settings(proxied)) as executor,
+        ):
             assert await health_status(service.port, BRIDGE.full_service_name) == SERVING
             proxy.cut()
             assert await wait_for_status(service.port, BRIDGE.full_service_name, NOT_SERVING) == NOT_SERVING
             assert await health_status(service.port) == NOT_SERVING
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await SignalBridgeServiceStub(channel).Bridge(BridgeRequest(), timeout=30)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # retryable, not INTERNAL
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{executor.port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await TradeExecutorServiceStub(channel).ProcessRecommendation(
+                        ProcessRecommendationRequest(recommendation_id=1), timeout=30
+                    )
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "database unavailable" in (info.value.details() or "")
             proxy.restore()
             assert await wait_for_status(service.port, BRIDGE.full_service_name, SERVING) == SERVING
     finally:
