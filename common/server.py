@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import sqlalchemy.exc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common import errors
 from common.channels import server_credentials
 from common.config import Settings, load_settings
-from common.database import create_engine, describe_url, ping
+from common.database import create_engine, describe_url, is_database_unavailable, ping
 from common.logs import configure_logging, register_secret
 from common.metrics import LOOP_CYCLE_SECONDS, LOOP_ERRORS, RPC_LATENCY, start_metrics_server
 
@@ -88,21 +87,16 @@ class DomainErrorInterceptor(_Interceptor):
         return handler
 
 
-# The database cannot be reached (connection refused or lost, pool exhausted): retryable, so UNAVAILABLE (with
-# no driver details, which can carry host names), never INTERNAL.
-DATABASE_UNAVAILABLE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
-
-
 def _code_name(exc: BaseException) -> str:
     if isinstance(exc, errors.DomainError):
         return status_code_for(exc).name
-    if isinstance(exc, DATABASE_UNAVAILABLE):
+    if is_database_unavailable(exc):
         return grpc.StatusCode.UNAVAILABLE.name
     return grpc.StatusCode.INTERNAL.name
 
 
 async def _abort(method: str, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    if isinstance(exc, DATABASE_UNAVAILABLE):
+    if is_database_unavailable(exc):  # retryable: UNAVAILABLE, without driver details (they can carry host names)
         log.warning("rpc %s -> UNAVAILABLE: database unavailable (%s)", method, type(exc).__name__)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry later")
     if isinstance(exc, errors.DomainError):

@@ -64,6 +64,9 @@ def _signal_columns() -> list[Column[Any]]:
         Column("hold_probability", Money(6, 4)),
         # Why the bridge skipped the signal when it marked it processed without a recommendation.
         Column("processed_reason", String(100)),
+        # Which generator call wrote the row ("host:pid:call"): two replicas racing on one candle can tell whose
+        # insert won, so exactly one of them reports the signal as created (and logs and nudges it).
+        Column("generated_by", String(100)),
     ]
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.database import is_database_unavailable
 from common.errors import DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from crypto_trading.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 from executor_svc.domain import ExecutionResult
@@ -28,6 +30,7 @@ ERROR_CODES = (
     (FailedPreconditionError, "FAILED_PRECONDITION"),
 )
 STREAM_CONCURRENCY = 256
+log = logging.getLogger(__name__)
 
 
 def _decimal(value: Decimal | None) -> str:
@@ -67,9 +70,26 @@ class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
         return executor_pb2.ProcessRecommendationResponse(result=to_message(result))
 
     async def _one(self, recommendation_id: int) -> executor_pb2.ExecuteRecommendationsResponse:
+        """Exactly one answer per request, whatever happens. A problem of the executor itself (the database lost,
+        a bug) is not a verdict on the recommendation: it stays PENDING and the orchestrator retries it later."""
         try:
             result = to_message(await self.executor.process(recommendation_id))
-        except DomainError as exc:
+        except Exception as exc:
+            if not isinstance(exc, DomainError):
+                if is_database_unavailable(exc):
+                    log.warning("recommendation %d: database unavailable (%s)", recommendation_id, type(exc).__name__)
+                    code, reason = "UNAVAILABLE", "the database is unavailable; try again later"
+                else:
+                    log.exception("recommendation %d: unexpected error", recommendation_id)
+                    code, reason = "INTERNAL", "internal error in the executor; see its log"
+                return executor_pb2.ExecuteRecommendationsResponse(
+                    result=executor_pb2.ExecutionResult(
+                        recommendation_id=recommendation_id,
+                        error_code=code,
+                        error_reason=reason,
+                        status=common_pb2.EXECUTION_STATUS_PENDING,
+                    )
+                )
             code = next((name for kind, name in ERROR_CODES if isinstance(exc, kind)), "UNAVAILABLE")
             result = executor_pb2.ExecutionResult(
                 recommendation_id=recommendation_id,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,8 +62,8 @@ def _row(r: Any) -> SignalRow:
 
 async def existing_signals(
     conn: AsyncConnection, keys: Sequence[tuple[str, datetime]]
-) -> dict[tuple[str, datetime], SignalRow]:
-    """Signals already written for these (symbol, candle_time) pairs."""
+) -> dict[tuple[str, datetime], tuple[SignalRow, str | None]]:
+    """Signals already written for these (symbol, candle_time) pairs, with the generator call that wrote each."""
     if not keys:
         return {}
     symbols = sorted({k[0] for k in keys})
@@ -71,21 +74,8 @@ async def existing_signals(
     for r in await conn.execute(query):
         row = _row(r)
         if (row.symbol, row.candle_time) in wanted:
-            out[(row.symbol, row.candle_time)] = row
+            out[(row.symbol, row.candle_time)] = (row, r.generated_by)
     return out
-
-
-async def existing_signal_keys(
-    conn: AsyncConnection, keys: Sequence[tuple[str, datetime]]
-) -> set[tuple[str, datetime]]:
-    """The (symbol, candle_time) pairs among ``keys`` that already have a signal (a light read: keys only)."""
-    if not keys:
-        return set()
-    query = select(_s.symbol, _s.candle_time).where(
-        _s.symbol.in_(sorted({k[0] for k in keys})), _s.candle_time.in_(sorted({k[1] for k in keys}))
-    )
-    wanted = set(keys)
-    return {(r.symbol, r.candle_time) for r in await conn.execute(query)} & wanted
 
 
 async def insert_signals(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -126,6 +116,7 @@ class GeneratorRepository:
     def __init__(self, engine: Any, granularity: str) -> None:
         self.engine = engine
         self.granularity = granularity
+        self.instance = f"{socket.gethostname()[:60]}:{os.getpid()}"
 
     async def known_symbols(self, symbols: Sequence[str]) -> set[str]:
         from generator_svc.candle_repository import known_symbols
@@ -151,13 +142,16 @@ class GeneratorRepository:
     async def save_signals(
         self, rows: Sequence[dict[str, Any]]
     ) -> tuple[dict[tuple[str, datetime], SignalRow], set[tuple[str, datetime]]]:
-        """Insert the rows not yet present; returns (every row for these keys, the keys this call created)."""
+        """Insert the rows not yet present; returns (every row for these keys, the keys this call created). Each
+        call stamps its rows with a unique ``generated_by``, so when replicas race on a candle only the one whose
+        insert won reports it as created."""
         keys = [(r["symbol"], r["candle_time"]) for r in rows]
+        token = f"{self.instance}:{uuid.uuid4().hex[:12]}"
         async with self.engine.begin() as conn:
-            before = await existing_signal_keys(conn, keys)
-            await insert_signals(conn, [r for r in rows if (r["symbol"], r["candle_time"]) not in before])
-            after = await existing_signals(conn, keys)
-        return after, set(after) - before
+            await insert_signals(conn, [{**r, "generated_by": token} for r in rows])
+            found = await existing_signals(conn, keys)
+        created = {key for key, (_, writer) in found.items() if writer == token}
+        return {key: row for key, (row, _) in found.items()}, created
 
     async def set_control(self, key: str, value: str) -> None:
         async with self.engine.begin() as conn:

@@ -119,7 +119,7 @@ class Orchestrator:
         return result
 
     def _record(self, result: CycleResult, rec_id: int, item: Any) -> None:
-        if item.error_code == "UNAVAILABLE":
+        if item.error_code in ("UNAVAILABLE", "INTERNAL"):  # the executor's problem, not the recommendation's
             result.retry_later.append(Outcome(rec_id, PENDING, item.error_reason))
         elif item.error_code:
             result.failed.append(Outcome(rec_id, FAILED, f"{item.error_code}: {item.error_reason}"))

@@ -81,7 +81,9 @@ class ExecutionResult(_message.Message):
     """True when the recommendation was already final and its recorded result is returned."""
     error_code: _builtins.str
     """For stream items that could not be processed at all: the gRPC status code name the unary RPC would
-    have returned ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"); empty otherwise.
+    have returned ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"; "UNAVAILABLE" or "INTERNAL" when the
+    executor itself could not finish, for example the database was lost: status PENDING, retry later); empty
+    otherwise.
     """
     @_builtins.property
     def executed_at(self) -> _timestamp_pb2.Timestamp: ...
