@@ -16,11 +16,11 @@ averages through the same pandas ewm. A test holds it to the last row of ``compu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 RETURN_HORIZONS = (1, 2, 3, 6, 12, 24, 48, 72, 168)
 SMA_WINDOWS = (5, 10, 20, 50, 100, 200)
@@ -232,12 +232,40 @@ def latest_features_of_arrays(
 # when any of them is missing, like rolling(n, min_periods=n)), recursive averages through the same pandas ewm.
 
 
+EWM_BLOCK = 32
+
+
+@functools.lru_cache(maxsize=32)
+def _ewm_block_weights(alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """For y_t = (1 - a) y_(t-1) + a x_t over a block of EWM_BLOCK rows: M[j, i] = a (1 - a)^(j - i) (i <= j)
+    carries the block's inputs, P[j] = (1 - a)^(j + 1) the state before the block."""
+    j = np.arange(EWM_BLOCK)
+    powers = np.subtract.outer(j, j).astype(float)
+    inputs = np.tril(alpha * (1.0 - alpha) ** np.maximum(powers, 0.0))
+    return inputs, (1.0 - alpha) ** (j + 1.0)
+
+
+def _ewm_defined(x: np.ndarray, alpha: float) -> np.ndarray:
+    """The recursion on columns defined from their first row on (y_0 = x_0), a block of rows at a time: each block
+    is one small matrix product instead of a Python step per row."""
+    inputs, carry = _ewm_block_weights(alpha)
+    out = np.empty_like(x)
+    state = x[0]  # y_(-1) = x_0 makes y_0 = x_0
+    for row in range(0, len(x), EWM_BLOCK):
+        block = x[row : row + EWM_BLOCK]
+        n = len(block)
+        y = inputs[:n, :n] @ block + np.outer(carry[:n], state)
+        out[row : row + n] = y
+        state = y[-1]
+    return out
+
+
 def _ewm_array(
     values: np.ndarray, *, span: int | None = None, alpha: float | None = None, min_periods: int = 0
 ) -> np.ndarray:
     """pandas' ``ewm(adjust=False).mean()`` on every column at once: from a column's first defined value x0,
-    y0 = x0 and y_t = (1 - a) y_(t-1) + a x_t, as one IIR filter over the whole array (scipy.signal.lfilter)
-    instead of pandas' column-by-column loop. Columns with a gap after their start go through pandas itself."""
+    y0 = x0 and y_t = (1 - a) y_(t-1) + a x_t; NaN before min_periods observations. Columns with a gap after
+    their start go through pandas itself."""
     a = alpha if alpha is not None else 2.0 / (float(span or 1) + 1.0)
     out = np.full(values.shape, np.nan)
     defined = ~np.isnan(values)
@@ -253,7 +281,7 @@ def _ewm_array(
             cols, x = cols[~gappy], x[:, ~gappy]
         if len(cols) == 0:
             continue
-        y, _ = lfilter([a], [1.0, -(1.0 - a)], x, axis=0, zi=((1.0 - a) * x[0])[np.newaxis, :])
+        y = _ewm_defined(x, a)
         if min_periods > 1:
             y[: min_periods - 1] = np.nan
         out[start:, cols] = y

@@ -115,3 +115,22 @@ def test_latest_features_of_a_flat_market() -> None:
     np.testing.assert_allclose(latest.loc["FLAT"], expected, rtol=1e-7, atol=1e-9)
     assert latest.loc["FLAT", "volume_z_24"] == 0.0
     assert latest.loc["FLAT", "bb_pctb_20"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("span", "alpha", "min_periods"), [(9, None, 9), (50, None, 50), (None, 1 / 14, 14), (None, 0.5, 0)]
+)
+def test_block_ewm_is_pandas_ewm(span: int | None, alpha: float | None, min_periods: int) -> None:
+    """The generator's blocked recursion against pandas' ewm(adjust=False): ragged starts (leading NaN), lengths that
+    are not a multiple of the block, and a column with a gap (which goes through pandas)."""
+    from generator_svc.features import _ewm_array
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(100, 5, size=(203, 6))
+    for col, start in enumerate([0, 1, 31, 32, 150, 202]):
+        values[:start, col] = np.nan
+    values[120, 0] = np.nan  # a gap after the start
+    expected = pd.DataFrame(values).ewm(span=span, alpha=alpha, min_periods=min_periods, adjust=False).mean()
+    np.testing.assert_allclose(
+        _ewm_array(values, span=span, alpha=alpha, min_periods=min_periods), expected, rtol=1e-12
+    )
