@@ -125,7 +125,6 @@ class Executor:
 
         async def work(batch: Any) -> dict[int, ExecutionResult | Exception]:
             settled.clear()  # a lock conflict runs the whole batch again
-            now = self.clock()
             outcomes: dict[int, ExecutionResult | Exception] = {}
             recs = await batch.recommendations(ids)
             records = await batch.executions(ids)
@@ -140,12 +139,13 @@ class Executor:
                     outcomes[recommendation_id] = prepared
                     continue
                 assert rec is not None  # _prepare raised NotFoundError otherwise
-                outcome = await self.broker.execute(prepared, batch)
+                settled.append((rec, prepared, await self.broker.execute(prepared, batch)))
+            finished = self.clock()  # completed_at: the fills are decided, only the writes and the commit follow
+            for rec, order, outcome in settled:
                 if outcome.status != "PENDING":
-                    restarted = recommendation_id in records
-                    batch.complete(rec, prepared.client_order_id, self.broker.mode, outcome, now, restarted=restarted)
-                settled.append((rec, prepared, outcome))
-                outcomes[recommendation_id] = self._result(rec, prepared, outcome, now)
+                    restarted = rec.id in records
+                    batch.complete(rec, order.client_order_id, self.broker.mode, outcome, finished, restarted=restarted)
+                outcomes[rec.id] = self._result(rec, order, outcome, finished)
             return outcomes
 
         outcomes: dict[int, ExecutionResult | Exception] = await self.repository.settle(work)
