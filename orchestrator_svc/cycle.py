@@ -77,25 +77,26 @@ class Orchestrator:
         pending_since = now - self.limits.pending_window
         hours = self.limits.pending_window.total_seconds() / 3600
         reason = f"not executed within {hours:g} h of its creation"
-        for rec_id in await self.repository.cancel_expired(pending_since, reason, now):
-            result.cancelled.append(Outcome(rec_id, CANCELLED, reason))
-            RECOMMENDATIONS.labels("CANCELLED").inc()
-            log.info("Cancelled recommendation %d: %s", rec_id, reason, extra={"recommendation_id": rec_id})
-        halt = await self.repository.get_halt()
-        if halt.halted:
-            result.halted = True
-            result.remaining = await self.repository.remaining(pending_since)
-            log.info("trading halted (%s): nothing sent, %d pending", halt.reason, result.remaining)
-            return result
-        ids, result.capacity_left = await self.repository.claim(
+        opening = await self.repository.open_cycle(
             self.identity,
             limit=max_trades,
             cap=self.limits.cap,
             cap_window=self.limits.cap_window,
             pending_since=pending_since,
             claim_ttl=self.limits.claim_ttl,
+            cancel_reason=reason,
             now=now,
         )
+        for rec_id in opening.cancelled:
+            result.cancelled.append(Outcome(rec_id, CANCELLED, reason))
+            RECOMMENDATIONS.labels("CANCELLED").inc()
+            log.info("Cancelled recommendation %d: %s", rec_id, reason, extra={"recommendation_id": rec_id})
+        if opening.halt.halted:
+            result.halted = True
+            result.remaining = await self.repository.remaining(pending_since)
+            log.info("trading halted (%s): nothing sent, %d pending", opening.halt.reason, result.remaining)
+            return result
+        ids, result.capacity_left = opening.claimed, opening.capacity_left
         if ids:
             link = await self.link.execute(ids)
             unanswered = [i for i in ids if i not in link.results]

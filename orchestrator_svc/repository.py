@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,40 +21,41 @@ HALT_KEY = "trading_halt"
 DISPATCH_LOCK_KEY = "dispatch_lock"
 
 
+@dataclass(frozen=True)
+class CycleOpening:
+    cancelled: list[int]
+    halt: TradingHalt
+    claimed: list[int]  # best first
+    capacity_left: int
+
+
 class OrchestratorRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def cancel_expired(self, cutoff: datetime, reason: str, now: datetime) -> list[int]:
-        """PENDING recommendations created before ``cutoff`` (and not claimed right now) become CANCELLED. A plain
-        read comes first: the locking transaction runs only when there is something to cancel (every cycle, and
-        every nudge, runs this)."""
-        expired = (
+    async def _cancel_expired(self, conn: AsyncConnection, cutoff: datetime, reason: str, now: datetime) -> list[int]:
+        """PENDING recommendations created before ``cutoff`` (and not claimed right now) become CANCELLED."""
+        query = select(_r.id).where(
             _r.execution_status == "PENDING",
             _r.created_at < cutoff,
             or_(_r.claimed_until.is_(None), _r.claimed_until < now),
         )
-        async with self.engine.connect() as conn:
-            if (await conn.execute(select(_r.id).where(*expired).limit(1))).first() is None:
-                return []
-        async with self.engine.begin() as conn:
-            query = select(_r.id).where(*expired)
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update(skip_locked=True)
-            ids = list((await conn.execute(query)).scalars())
-            if ids:
-                await conn.execute(
-                    update(trade_recommendations)
-                    .where(_r.id.in_(ids), _r.execution_status == "PENDING")
-                    .values(
-                        execution_status="CANCELLED",
-                        status_reason=reason,
-                        pending_key=None,
-                        claimed_by=None,
-                        claimed_until=None,
-                        updated_at=now,
-                    )
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update(skip_locked=True)
+        ids = list((await conn.execute(query)).scalars())
+        if ids:
+            await conn.execute(
+                update(trade_recommendations)
+                .where(_r.id.in_(ids), _r.execution_status == "PENDING")
+                .values(
+                    execution_status="CANCELLED",
+                    status_reason=reason,
+                    pending_key=None,
+                    claimed_by=None,
+                    claimed_until=None,
+                    updated_at=now,
                 )
+            )
         return ids
 
     async def _lock_dispatch(self, conn: AsyncConnection, now: datetime) -> None:
@@ -73,7 +75,7 @@ class OrchestratorRepository:
         )
         await conn.execute(lock)
 
-    async def claim(
+    async def open_cycle(
         self,
         orchestrator_id: str,
         *,
@@ -82,12 +84,18 @@ class OrchestratorRepository:
         cap_window: timedelta,
         pending_since: datetime,
         claim_ttl: timedelta,
+        cancel_reason: str,
         now: datetime,
-    ) -> tuple[list[int], int]:
-        """Reserve capacity in the rolling cap and claim the best PENDING recommendations, atomically across
-        replicas. Returns (claimed ids best first, capacity left in the window after this claim)."""
+    ) -> CycleOpening:
+        """The start of a cycle in one transaction, under the dispatch lock: cancel what expired, read the trading
+        halt, then (not halted) reserve capacity in the rolling cap and claim the best PENDING recommendations,
+        atomically across replicas. One transaction keeps the nudge path short."""
         async with self.engine.begin() as conn:
             await self._lock_dispatch(conn, now)
+            cancelled = await self._cancel_expired(conn, pending_since, cancel_reason, now)
+            halt = await self._halt(conn)
+            if halt.halted:
+                return CycleOpening(cancelled, halt, [], 0)
             used = (
                 await conn.execute(
                     select(func.count()).select_from(orchestrator_dispatches).where(_d.dispatched_at > now - cap_window)
@@ -96,7 +104,7 @@ class OrchestratorRepository:
             capacity = max(0, cap - int(used))
             take = min(limit, capacity)
             if take == 0:
-                return [], capacity
+                return CycleOpening(cancelled, halt, [], capacity)
             query = (
                 select(_r.id)
                 .where(
@@ -120,7 +128,7 @@ class OrchestratorRepository:
                     insert(orchestrator_dispatches),
                     [{"recommendation_id": i, "orchestrator_id": orchestrator_id, "dispatched_at": now} for i in ids],
                 )
-            return ids, capacity - len(ids)
+            return CycleOpening(cancelled, halt, ids, capacity - len(ids))
 
     async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None:
         """Drop our claims on ``ids``; with ``refund``, their dispatches no longer count against the cap (they were
@@ -176,13 +184,17 @@ class OrchestratorRepository:
 
     async def get_halt(self) -> TradingHalt:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(system_control.c.value, system_control.c.updated_by, system_control.c.updated_at).where(
-                        system_control.c.key == HALT_KEY
-                    )
+            return await self._halt(conn)
+
+    @staticmethod
+    async def _halt(conn: AsyncConnection) -> TradingHalt:
+        row = (
+            await conn.execute(
+                select(system_control.c.value, system_control.c.updated_by, system_control.c.updated_at).where(
+                    system_control.c.key == HALT_KEY
                 )
-            ).first()
+            )
+        ).first()
         if row is None:
             return TradingHalt(False, "", "", None)
         try:
