@@ -105,6 +105,16 @@ async def all_candles(conn: AsyncConnection, granularity: str) -> dict[str, pd.D
     return await load_candles(conn, sorted(symbols), granularity, None, None)
 
 
+async def latest_start_times(conn: AsyncConnection, granularity: str, symbols: Sequence[str]) -> dict[str, int]:
+    """Start time of each symbol's newest stored candle (symbols without candles are absent)."""
+    query = (
+        select(_c.symbol, func.max(_c.start_time))
+        .where(_c.symbol.in_(list(symbols)), _c.granularity == granularity)
+        .group_by(_c.symbol)
+    )
+    return {symbol: int(latest) for symbol, latest in (await conn.execute(query)).all()}
+
+
 async def known_symbols(conn: AsyncConnection, granularity: str, symbols: Sequence[str]) -> set[str]:
     """Which of ``symbols`` have at least one candle."""
     query = select(_c.symbol).where(_c.symbol.in_(list(symbols)), _c.granularity == granularity).distinct()

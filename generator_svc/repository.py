@@ -139,6 +139,19 @@ class GeneratorRepository:
         async with self.engine.connect() as conn:
             return await load_candle_arrays(conn, symbols, self.granularity, since, until)
 
+    async def latest_candle_starts(self, symbols: Sequence[str]) -> dict[str, int]:
+        from generator_svc.candle_repository import latest_start_times
+
+        async with self.engine.connect() as conn:
+            return await latest_start_times(conn, self.granularity, symbols)
+
+    async def store_candles(self, symbol: str, rows: Sequence[Sequence[Any]], source: str) -> int:
+        """Insert (start, open, high, low, close, volume) rows; candles already stored are left as they are."""
+        from generator_svc.candle_repository import insert_candles
+
+        async with self.engine.begin() as conn:
+            return await insert_candles(conn, symbol, self.granularity, rows, source)
+
     async def save_signals(
         self, rows: Sequence[dict[str, Any]]
     ) -> tuple[dict[tuple[str, datetime], SignalRow], set[tuple[str, datetime]]]:

@@ -16,8 +16,10 @@ from common.config import Settings
 from common.server import ServiceDefinition, ServiceParts, run_periodically
 from crypto_trading.v1 import generator_pb2, generator_pb2_grpc
 from generator_svc.bridge_nudge import BridgeNudge
-from generator_svc.features import MIN_HISTORY
+from generator_svc.candle_refresh import CandleRefresher
+from generator_svc.features import HISTORY_WINDOW, MIN_HISTORY
 from generator_svc.generation import GenerationResult, GeneratorConfig, SignalGenerator
+from generator_svc.market_data import CoinbaseMarketClient
 from generator_svc.model_store import load_model
 from generator_svc.replay import ReplayClock
 from generator_svc.repository import GeneratorRepository
@@ -45,8 +47,29 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         data_source={"replay": "replay", "coinbase": "coinbase", "database": "database"}[settings.market_data_source],
         is_mock=replay,
     )
-    generator = SignalGenerator(model, repository, config, utc_now)
+    on_stop: list[Callable[[], Awaitable[None]]] = []
+    refresher: CandleRefresher | None = None
+    if settings.market_data_source == "coinbase":
+        client = CoinbaseMarketClient(
+            settings.coinbase_api_base_url,
+            max_retries=settings.coinbase_max_retries,
+            backoff=settings.coinbase_backoff_seconds,
+            timeout=settings.coinbase_timeout_seconds,
+        )
+        on_stop.append(client.close)
+        refresher = CandleRefresher(
+            client,
+            repository,
+            granularity=settings.candle_granularity,
+            history_hours=HISTORY_WINDOW + 24,
+            rules=config.universe,
+            clock=utc_now,
+        )
+    generator = SignalGenerator(
+        model, repository, config, utc_now, products=refresher.products if refresher is not None else None
+    )
     nudge = BridgeNudge(settings)
+    on_stop.append(nudge.close)
 
     def after(result: GenerationResult) -> None:
         nudge.nudge(result.created_actionable_ids)
@@ -54,6 +77,8 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
     servicer = SignalGeneratorServicer(generator, utc_now, settings.generator_max_symbols, after)
 
     async def cycle() -> None:
+        if refresher is not None:  # production: bring the candles up to date first (a failure fails the cycle)
+            await refresher.refresh()
         after(await generator.generate(None))
 
     async def replay_loop() -> None:
@@ -92,7 +117,7 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         register=[lambda server: generator_pb2_grpc.add_SignalGeneratorServiceServicer_to_server(servicer, server)],
         readiness=[model_loaded],
         background=background,
-        on_stop=[nudge.close],
+        on_stop=on_stop,
     )
 
 

@@ -1,5 +1,6 @@
 """A local fake of Coinbase Advanced Trade for tests (never shipped): a real HTTP server that verifies every JWT
-as Coinbase does and implements the endpoints the executor uses, with injectable faults.
+as Coinbase does and implements the endpoints the executor uses, with injectable faults, plus the public market
+data endpoints (products, candles) the generator and `cts ingest --source coinbase` use.
 
 JWT checks: ES256 signature with the registered public key, alg, kid, typ, iss = "cdp", sub = key name, nbf/exp
 window, and uri = "<METHOD> <host><path>" of the actual request. Orders are deduplicated by client_order_id."""
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +37,11 @@ class FakeCoinbase:
     faults: deque[str] = field(default_factory=deque)  # next responses: "429", "500", "401", "slow", "reject:<ERR>"
     seen_tokens: list[str] = field(default_factory=list)
     jwt_failures: list[str] = field(default_factory=list)
+    # Public market data (no JWT): products as Coinbase lists them, hourly candles per product as
+    # (start, open, high, low, close, volume) strings, and the candle requests seen (product, start, end).
+    market_products: list[dict[str, Any]] = field(default_factory=list)
+    market_candles: dict[str, list[tuple[int, str, str, str, str, str]]] = field(default_factory=dict)
+    candle_requests: list[tuple[str, int, int]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -112,7 +118,47 @@ class FakeCoinbase:
         request.end_headers()
         request.wfile.write(data)
 
+    def handle_market(self, request: BaseHTTPRequestHandler, path: str) -> None:
+        """GET /market/products and /market/products/{id}/candles (public: no JWT), with the same faults."""
+        fault = self.faults.popleft() if self.faults else ""
+        if fault == "429":
+            self.reply(request, 429, "<html><body>Too Many Requests</body></html>", "text/html")
+            return
+        if fault == "500":
+            self.reply(request, 500, {"error": "INTERNAL"})
+            return
+        if path == "/market/products":
+            self.reply(request, 200, {"products": self.market_products, "num_products": len(self.market_products)})
+            return
+        parts = path.split("/")  # ["", "market", "products", id, "candles"]
+        if len(parts) != 5 or parts[4] != "candles" or parts[3] not in self.market_candles:
+            self.reply(request, 404, {"error": "NOT_FOUND", "message": "product not found"})
+            return
+        query = dict(parse_qsl(urlsplit(request.path).query))
+        try:
+            start, end = int(query["start"]), int(query["end"])
+        except (KeyError, ValueError):
+            self.reply(request, 400, {"error": "INVALID_ARGUMENT", "message": "start and end are required"})
+            return
+        if query.get("granularity") != "ONE_HOUR":
+            self.reply(request, 400, {"error": "INVALID_ARGUMENT", "message": "unsupported granularity"})
+            return
+        if (end - start) // 3600 > 350:  # Coinbase refuses more than 350 candles per request
+            self.reply(request, 400, {"error": "INVALID_ARGUMENT", "message": "too many candles requested"})
+            return
+        self.candle_requests.append((parts[3], start, end))
+        rows = [c for c in self.market_candles[parts[3]] if start <= c[0] <= end]
+        candles = [
+            {"start": str(t), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+            for t, o, h, lo, c, v in sorted(rows, reverse=True)  # newest first, as Coinbase answers
+        ]
+        self.reply(request, 200, {"candles": candles})
+
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        path = urlsplit(request.path).path.removeprefix(API)
+        if method == "GET" and path.startswith("/market/"):
+            self.handle_market(request, path)
+            return
         problem = self.verify(request, method)
         if problem:
             self.jwt_failures.append(problem)
