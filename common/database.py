@@ -59,21 +59,41 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (the health ping) takes no lock at all: it must never queue behind, or hold up, a writer.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 async def ping(engine: AsyncEngine, limit_seconds: float = 3.0) -> str | None:
     """None if the database answers ``SELECT 1`` within ``limit_seconds``, else a short problem description
-    (without credentials)."""
+    (without credentials). A slow ping is reported, never cancelled: cancelling a driver call half-way can leave a
+    connection holding a transaction (on SQLite, the write lock); it finishes in the background instead."""
+    task = asyncio.ensure_future(_select_one(engine))
+    _PINGS.add(task)
+    task.add_done_callback(_forget_ping)
     try:
-        async with asyncio.timeout(limit_seconds):
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+        await asyncio.wait_for(asyncio.shield(task), limit_seconds)
     except TimeoutError:
         return "database did not answer within the timeout"
     except Exception as exc:  # any driver error means "not reachable"
         return f"database unreachable: {type(exc).__name__}"
     return None
+
+
+READ_ONLY_OPTION = "cts_read_only"
+_PINGS: set[asyncio.Future[None]] = set()
+
+
+async def _select_one(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{READ_ONLY_OPTION: True})
+        await conn.execute(text("SELECT 1"))
+
+
+def _forget_ping(task: asyncio.Future[None]) -> None:
+    _PINGS.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a late failure is not logged as "never retrieved"
 
 
 def describe_url(database_url: str) -> str:

@@ -260,8 +260,9 @@ async def test_replicas_execute_each_recommendation_once(mysql_database: str, tm
         reported = Counter(o.recommendation_id for r in orchestrated for o in r.executed)
         assert not [i for i, n in reported.items() if n > 1], "a recommendation was reported executed twice"
         by_orchestrator = [{o.recommendation_id for r in orchestrated[k::2] for o in r.executed} for k in range(2)]
-        assert by_orchestrator[0], "orchestrator A should have executed some"
-        assert by_orchestrator[1], "orchestrator B should have executed some"
+        # Both raced for the same rows (which one wins each claim is up to the scheduler, so neither is required to
+        # win any): what one executed, the other never did.
+        assert by_orchestrator[0] | by_orchestrator[1]
         assert not by_orchestrator[0] & by_orchestrator[1]
 
         signal_ids: dict[tuple[str, int], set[int]] = {}
