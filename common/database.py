@@ -90,6 +90,18 @@ async def _select_one(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+async def drain_pings(limit_seconds: float = 5.0) -> None:
+    """Let pings still running (the health loop was stopped, or they were slow) finish and return their connections
+    before the engine is disposed; past ``limit_seconds`` they are cancelled."""
+    pending = [task for task in _PINGS if not task.done()]
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=limit_seconds)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
+
 def _forget_ping(task: asyncio.Future[None]) -> None:
     _PINGS.discard(task)
     if not task.cancelled():

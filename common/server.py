@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common import errors
 from common.channels import server_credentials
 from common.config import Settings, load_settings
-from common.database import create_engine, describe_url, is_database_unavailable, ping
+from common.database import create_engine, describe_url, drain_pings, is_database_unavailable, ping
 from common.logs import configure_logging, register_secret
 from common.metrics import LOOP_CYCLE_SECONDS, LOOP_ERRORS, RPC_LATENCY, start_metrics_server
 
@@ -267,6 +267,7 @@ class ServiceHost:
                     await hook()
                 except Exception:
                     log.exception("stop hook failed")
+        await drain_pings()
         await self.engine.dispose()
         log.info("%s stopped", self.definition.name)
 
