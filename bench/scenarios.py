@@ -139,6 +139,24 @@ async def _execution_of(engine: Any, signal_id: int) -> Any:
         return row.first()
 
 
+async def _wait_until_nothing_pending(engine: Any, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    await asyncio.sleep(1.0)
+    while time.monotonic() < deadline:
+        async with engine.connect() as conn:
+            pending = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(trade_recommendations)
+                    .where(trade_recommendations.c.execution_status == "PENDING")
+                )
+            ).scalar_one()
+        if pending == 0:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the start-up cycle's recommendations did not settle")
+
+
 async def signal_to_order(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
     """Generator commit of a BUY signal -> executor commit of its paper execution, through the nudges only (the
     loops are parked at 24 h). t0 = the arrival of Generate's response (the signal's
@@ -152,6 +170,9 @@ async def signal_to_order(name: str, engine_name: str, tmp: Path, quick: bool) -
         last_start = await seed_candles(engine, symbols, HISTORY + rounds // len(symbols) + 3)
         cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
         await cluster.start()
+        # The generator's start-up cycle signals the newest candle of every symbol; let those trades finish first,
+        # or the bridge rightly refuses a measured signal while its symbol still has an open (PENDING) BUY.
+        await _wait_until_nothing_pending(engine)
         samples: list[float] = []
         missing = 0
         not_buy = 0
