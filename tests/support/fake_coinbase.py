@@ -118,14 +118,23 @@ class FakeCoinbase:
         request.end_headers()
         request.wfile.write(data)
 
-    def handle_market(self, request: BaseHTTPRequestHandler, path: str) -> None:
-        """GET /market/products and /market/products/{id}/candles (public: no JWT), with the same faults."""
-        fault = self.faults.popleft() if self.faults else ""
+    def fault_replied(self, request: BaseHTTPRequestHandler, fault: str) -> bool:
+        """Play an injected fault; True when it was the whole answer ("slow" only delays the real one)."""
         if fault == "429":
             self.reply(request, 429, "<html><body>Too Many Requests</body></html>", "text/html")
-            return
-        if fault == "500":
+        elif fault == "500":
             self.reply(request, 500, {"error": "INTERNAL"})
+        elif fault == "401":
+            self.reply(request, 401, {"error": "UNAUTHENTICATED"})
+        else:
+            if fault == "slow":
+                time.sleep(2.0)
+            return False
+        return True
+
+    def handle_market(self, request: BaseHTTPRequestHandler, path: str) -> None:
+        """GET /market/products and /market/products/{id}/candles (public: no JWT), with the same faults."""
+        if self.fault_replied(request, self.faults.popleft() if self.faults else ""):
             return
         if path == "/market/products":
             self.reply(request, 200, {"products": self.market_products, "num_products": len(self.market_products)})
@@ -165,17 +174,8 @@ class FakeCoinbase:
             self.reply(request, 401, {"error": "UNAUTHENTICATED", "message": problem})
             return
         fault = self.faults.popleft() if self.faults else ""
-        if fault == "429":
-            self.reply(request, 429, "<html><body>Too Many Requests</body></html>", "text/html")
+        if self.fault_replied(request, fault):
             return
-        if fault == "500":
-            self.reply(request, 500, {"error": "INTERNAL"})
-            return
-        if fault == "401":
-            self.reply(request, 401, {"error": "UNAUTHENTICATED"})
-            return
-        if fault == "slow":
-            time.sleep(2.0)
         path = urlsplit(request.path).path.removeprefix(API)
         if method == "GET" and path == "/accounts":
             accounts = [
