@@ -21,6 +21,24 @@ HALT_KEY = "trading_halt"
 DISPATCH_LOCK_KEY = "dispatch_lock"
 
 
+_HALT_COLUMNS = (system_control.c.value, system_control.c.updated_by, system_control.c.updated_at)
+
+
+def _parse_halt(row: Any) -> TradingHalt:
+    if row is None:
+        return TradingHalt(False, "", "", None)
+    try:
+        value: dict[str, Any] = json.loads(row.value)
+    except ValueError:
+        value = {"halted": row.value.strip().lower() in ("1", "true", "yes"), "reason": ""}
+    return TradingHalt(
+        bool(value.get("halted")),
+        str(value.get("reason", "")),
+        row.updated_by or "",
+        as_utc(row.updated_at) if row.updated_at else None,
+    )
+
+
 @dataclass(frozen=True)
 class CycleOpening:
     cancelled: list[int]
@@ -58,22 +76,27 @@ class OrchestratorRepository:
             )
         return ids
 
-    async def _lock_dispatch(self, conn: AsyncConnection, now: datetime) -> None:
-        if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE already serialises writers
-            return
-        lock = select(system_control.c.key).where(system_control.c.key == DISPATCH_LOCK_KEY).with_for_update()
-        if (await conn.execute(lock)).first() is not None:
-            return
-        await conn.execute(  # the first claim ever: create the lock row, then take it
-            insert_ignore(conn, system_control),
-            {
-                "key": DISPATCH_LOCK_KEY,
-                "value": "rolling trade cap lock",
-                "updated_by": "orchestrator",
-                "updated_at": now,
-            },
+    async def _lock_dispatch_and_read_halt(self, conn: AsyncConnection, now: datetime) -> TradingHalt:
+        """Take the dispatch lock (MySQL: FOR UPDATE on its row; SQLite: BEGIN IMMEDIATE already serialises
+        writers) and read the trading halt, in one statement where the lock row exists."""
+        if conn.dialect.name == "sqlite":
+            return await self._halt(conn)
+        rows = select(system_control.c.key, *_HALT_COLUMNS).where(
+            system_control.c.key.in_((DISPATCH_LOCK_KEY, HALT_KEY))
         )
-        await conn.execute(lock)
+        found = {row.key: row for row in await conn.execute(rows.with_for_update())}
+        if DISPATCH_LOCK_KEY not in found:
+            await conn.execute(  # the first claim ever: create the lock row, then take it
+                insert_ignore(conn, system_control),
+                {
+                    "key": DISPATCH_LOCK_KEY,
+                    "value": "rolling trade cap lock",
+                    "updated_by": "orchestrator",
+                    "updated_at": now,
+                },
+            )
+            found = {row.key: row for row in await conn.execute(rows.with_for_update())}
+        return _parse_halt(found.get(HALT_KEY))
 
     async def open_cycle(
         self,
@@ -91,9 +114,8 @@ class OrchestratorRepository:
         halt, then (not halted) reserve capacity in the rolling cap and claim the best PENDING recommendations,
         atomically across replicas. One transaction keeps the nudge path short."""
         async with self.engine.begin() as conn:
-            await self._lock_dispatch(conn, now)
+            halt = await self._lock_dispatch_and_read_halt(conn, now)
             cancelled = await self._cancel_expired(conn, pending_since, cancel_reason, now)
-            halt = await self._halt(conn)
             if halt.halted:
                 return CycleOpening(cancelled, halt, [], 0)
             used = (
@@ -188,25 +210,8 @@ class OrchestratorRepository:
 
     @staticmethod
     async def _halt(conn: AsyncConnection) -> TradingHalt:
-        row = (
-            await conn.execute(
-                select(system_control.c.value, system_control.c.updated_by, system_control.c.updated_at).where(
-                    system_control.c.key == HALT_KEY
-                )
-            )
-        ).first()
-        if row is None:
-            return TradingHalt(False, "", "", None)
-        try:
-            value: dict[str, Any] = json.loads(row.value)
-        except ValueError:
-            value = {"halted": row.value.strip().lower() in ("1", "true", "yes"), "reason": ""}
-        return TradingHalt(
-            bool(value.get("halted")),
-            str(value.get("reason", "")),
-            row.updated_by or "",
-            as_utc(row.updated_at) if row.updated_at else None,
-        )
+        query = select(*_HALT_COLUMNS).where(system_control.c.key == HALT_KEY)
+        return _parse_halt((await conn.execute(query)).first())
 
     async def set_halt(self, halt: TradingHalt) -> None:
         value = json.dumps({"halted": halt.halted, "reason": halt.reason})
