@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     symbol_denylist: SymbolList = Field(default_factory=list)
     generator_interval_seconds: PositiveSeconds = 300.0
     generator_max_symbols: Annotated[int, Field(ge=1, le=10_000)] = 500
-    replay_seconds_per_candle: Annotated[float, Field(ge=0.0, le=3600.0)] = 0.1
+    replay_seconds_per_candle: Annotated[float, Field(ge=0.0, le=3600.0)] = 0.05
     replay_warmup_candles: Annotated[int, Field(ge=1, le=100_000)] = 720
 
     # --- bridge ---
