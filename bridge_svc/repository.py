@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import ColumnElement, Row, false, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +24,7 @@ from bridge_svc.bridging import Refused, Written
 from bridge_svc.eligibility import ALREADY_PROCESSED, OPEN_POSITION, TRADABLE_TYPES, EligibilityRules
 from bridge_svc.recommendations import PENDING, NewRecommendation, Recommendation
 from bridge_svc.signals import TradingSignal
+from common.database import is_lock_conflict
 from common.errors import UnavailableError
 from common.tables import trade_recommendations, trading_signals
 
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# MySQL/MariaDB: deadlock found, lock wait timeout. Both roll the statement (or transaction) back; safe to retry.
-_RETRYABLE_MYSQL_CODES: Final = frozenset({1213, 1205})
 _ATTEMPTS: Final = 3
 
 _signals = trading_signals.c
@@ -79,11 +78,6 @@ def _signal(row: Row[Any]) -> TradingSignal:
         hold_probability=row.hold_probability,
         candle_time=row.candle_time,
     )
-
-
-def _is_retryable(exc: DBAPIError) -> bool:
-    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in _RETRYABLE_MYSQL_CODES
 
 
 class BridgeRepository:
@@ -194,7 +188,7 @@ class BridgeRepository:
             except IntegrityError:
                 raise
             except (OperationalError, InterfaceError) as exc:
-                if _is_retryable(exc) and attempt < _ATTEMPTS:
+                if is_lock_conflict(exc) and attempt < _ATTEMPTS:
                     log.info("bridge transaction retried after a lock conflict (attempt %d)", attempt)
                     continue
                 raise UnavailableError("the database is unavailable; try again later") from exc

@@ -17,8 +17,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
+# MySQL/MariaDB lock wait timeout and deadlock: the transaction was rolled back and is safe to run again.
+LOCK_CONFLICT_CODES = frozenset({1205, 1213})
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DATABASE_UNAVAILABLE)
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """A MySQL/MariaDB deadlock or lock wait timeout (retry the whole transaction)."""
+    args: tuple[Any, ...] = getattr(getattr(exc, "orig", None), "args", ())
+    return isinstance(exc, OperationalError) and bool(args) and args[0] in LOCK_CONFLICT_CODES
+
+
+READ_ONLY_OPTION = "cts_read_only"  # execution option: on SQLite, BEGIN (deferred) instead of BEGIN IMMEDIATE
 
 
 def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -66,46 +79,17 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 async def ping(engine: AsyncEngine, limit_seconds: float = 3.0) -> str | None:
     """None if the database answers ``SELECT 1`` within ``limit_seconds``, else a short problem description
-    (without credentials). A slow ping is reported, never cancelled: cancelling a driver call half-way can leave a
-    connection holding a transaction (on SQLite, the write lock); it finishes in the background instead."""
-    task = asyncio.ensure_future(_select_one(engine))
-    _PINGS.add(task)
-    task.add_done_callback(_forget_ping)
+    (without credentials). On SQLite the ping takes no write lock, so it never queues behind a writer."""
     try:
-        await asyncio.wait_for(asyncio.shield(task), limit_seconds)
+        async with asyncio.timeout(limit_seconds):
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(**{READ_ONLY_OPTION: True})
+                await conn.execute(text("SELECT 1"))
     except TimeoutError:
         return "database did not answer within the timeout"
     except Exception as exc:  # any driver error means "not reachable"
         return f"database unreachable: {type(exc).__name__}"
     return None
-
-
-READ_ONLY_OPTION = "cts_read_only"
-_PINGS: set[asyncio.Future[None]] = set()
-
-
-async def _select_one(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(**{READ_ONLY_OPTION: True})
-        await conn.execute(text("SELECT 1"))
-
-
-async def drain_pings(limit_seconds: float = 5.0) -> None:
-    """Let pings still running (the health loop was stopped, or they were slow) finish and return their connections
-    before the engine is disposed; past ``limit_seconds`` they are cancelled."""
-    pending = [task for task in _PINGS if not task.done()]
-    if pending:
-        _, late = await asyncio.wait(pending, timeout=limit_seconds)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
-
-
-def _forget_ping(task: asyncio.Future[None]) -> None:
-    _PINGS.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: a late failure is not logged as "never retrieved"
 
 
 def describe_url(database_url: str) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common import errors
 from common.channels import server_credentials
 from common.config import Settings, load_settings
-from common.database import create_engine, describe_url, drain_pings, is_database_unavailable, ping
+from common.database import create_engine, describe_url, is_database_unavailable, ping
 from common.logs import configure_logging, register_secret
 from common.metrics import LOOP_CYCLE_SECONDS, LOOP_ERRORS, RPC_LATENCY, start_metrics_server
 
@@ -87,7 +87,9 @@ class DomainErrorInterceptor(_Interceptor):
         return handler
 
 
-def _code_name(exc: BaseException) -> str:
+def status_code_name(exc: BaseException) -> str:
+    """The gRPC status code (name) any exception of a handler stands for: domain errors by kind, a lost database
+    UNAVAILABLE (retryable), anything else INTERNAL. Also used for per-item codes inside streams."""
     if isinstance(exc, errors.DomainError):
         return status_code_for(exc).name
     if is_database_unavailable(exc):
@@ -116,7 +118,7 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
         except (errors.DomainError, Exception) as exc:
             if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
                 raise
-            code = _code_name(exc)
+            code = status_code_name(exc)
             await _abort(method, exc, context)
         finally:
             RPC_LATENCY.labels(method, code).observe(time.perf_counter() - started)
@@ -134,7 +136,7 @@ def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Calla
         except (errors.DomainError, Exception) as exc:
             if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
                 raise
-            code = _code_name(exc)
+            code = status_code_name(exc)
             await _abort(method, exc, context)
         finally:
             RPC_LATENCY.labels(method, code).observe(time.perf_counter() - started)
@@ -267,7 +269,6 @@ class ServiceHost:
                     await hook()
                 except Exception:
                     log.exception("stop hook failed")
-        await drain_pings()
         await self.engine.dispose()
         log.info("%s stopped", self.definition.name)
 

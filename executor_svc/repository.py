@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.clock import as_utc
+from common.database import is_lock_conflict
 from common.sql import insert_ignore
 from common.tables import market_candles, paper_balances, system_control, trade_executions, trade_recommendations
 from executor_svc.domain import ExecutionRecord, OrderOutcome, Recommendation
@@ -21,7 +22,6 @@ from executor_svc.domain import ExecutionRecord, OrderOutcome, Recommendation
 _e = trade_executions.c
 _r = trade_recommendations.c
 T = TypeVar("T")
-LOCK_CONFLICTS = (1205, 1213)  # MySQL/MariaDB lock wait timeout, deadlock: the transaction is safe to run again
 SETTLEMENT_ATTEMPTS = 3
 
 
@@ -36,11 +36,6 @@ def _recommendation(row: Any) -> Recommendation:
         status=row.execution_status or "PENDING",
         status_reason=row.status_reason or "",
     )
-
-
-def _lock_conflict(exc: OperationalError) -> bool:
-    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in LOCK_CONFLICTS
 
 
 def _record(row: Any) -> ExecutionRecord:
@@ -120,13 +115,13 @@ class ExecutorRepository:
                     await settlement.write()
                     return result
             except OperationalError as exc:
-                if attempt == SETTLEMENT_ATTEMPTS or not _lock_conflict(exc):
+                if attempt == SETTLEMENT_ATTEMPTS or not is_lock_conflict(exc):
                     raise
         raise AssertionError("unreachable")
 
 
 class ExecutionUnit:
-    """Operations inside the transaction that sends and completes one execution (also the paper ledger)."""
+    """Operations inside the transaction that sends and completes one live execution."""
 
     def __init__(self, conn: AsyncConnection, recommendation_id: int) -> None:
         self.conn = conn
@@ -176,41 +171,6 @@ class ExecutionUnit:
                 updated_at=now,
             )
         )
-
-    # --- the paper ledger ---
-    async def market_price(self, symbol: str, granularity: str, replay: bool) -> Decimal | None:
-        query = select(market_candles.c.close).where(
-            market_candles.c.symbol == symbol, market_candles.c.granularity == granularity
-        )
-        if replay:
-            clock = (
-                await self.conn.execute(select(system_control.c.value).where(system_control.c.key == "replay_clock"))
-            ).scalar_one_or_none()
-            if clock:
-                until = int(as_utc(datetime.fromisoformat(clock)).timestamp()) - 3600
-                query = query.where(market_candles.c.start_time <= until)
-        row = await self.conn.execute(query.order_by(market_candles.c.start_time.desc()).limit(1))
-        value = row.scalar_one_or_none()
-        return Decimal(value) if value is not None else None
-
-    async def balance(self, asset: str, starting_cash: Decimal, now: datetime) -> Decimal:
-        if asset == "USD":
-            await self.conn.execute(
-                insert_ignore(self.conn, paper_balances),
-                {"asset": "USD", "available": starting_cash, "updated_at": now},
-            )
-        query = select(paper_balances.c.available).where(paper_balances.c.asset == asset)
-        if self.conn.dialect.name != "sqlite":
-            query = query.with_for_update()
-        value = (await self.conn.execute(query)).scalar_one_or_none()
-        return Decimal(value) if value is not None else Decimal(0)
-
-    async def set_balance(self, asset: str, available: Decimal, now: datetime) -> None:
-        result = await self.conn.execute(
-            update(paper_balances).where(paper_balances.c.asset == asset).values(available=available, updated_at=now)
-        )
-        if result.rowcount == 0:
-            await self.conn.execute(insert(paper_balances), {"asset": asset, "available": available, "updated_at": now})
 
 
 class PaperSettlement:

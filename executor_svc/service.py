@@ -10,8 +10,8 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.database import is_database_unavailable
-from common.errors import DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from common.errors import DomainError
+from common.server import status_code_name
 from crypto_trading.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 from executor_svc.domain import ExecutionResult
 from executor_svc.execution import Executor
@@ -24,11 +24,6 @@ STATUS = {
 }
 MODE = {"PAPER": common_pb2.EXECUTION_MODE_PAPER, "LIVE": common_pb2.EXECUTION_MODE_LIVE}
 SIDE = {"BUY": common_pb2.SIGNAL_TYPE_BUY, "SELL": common_pb2.SIGNAL_TYPE_SELL}
-ERROR_CODES = (
-    (InvalidArgumentError, "INVALID_ARGUMENT"),
-    (NotFoundError, "NOT_FOUND"),
-    (FailedPreconditionError, "FAILED_PRECONDITION"),
-)
 STREAM_CONCURRENCY = 256
 log = logging.getLogger(__name__)
 
@@ -75,29 +70,21 @@ class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
         try:
             result = to_message(await self.executor.process(recommendation_id))
         except Exception as exc:
-            if not isinstance(exc, DomainError):
-                if is_database_unavailable(exc):
-                    log.warning("recommendation %d: database unavailable (%s)", recommendation_id, type(exc).__name__)
-                    code, reason = "UNAVAILABLE", "the database is unavailable; try again later"
-                else:
-                    log.exception("recommendation %d: unexpected error", recommendation_id)
-                    code, reason = "INTERNAL", "internal error in the executor; see its log"
-                return executor_pb2.ExecuteRecommendationsResponse(
-                    result=executor_pb2.ExecutionResult(
-                        recommendation_id=recommendation_id,
-                        error_code=code,
-                        error_reason=reason,
-                        status=common_pb2.EXECUTION_STATUS_PENDING,
-                    )
-                )
-            code = next((name for kind, name in ERROR_CODES if isinstance(exc, kind)), "UNAVAILABLE")
+            code = status_code_name(exc)
+            if isinstance(exc, DomainError):
+                reason = str(exc)
+            elif code == "UNAVAILABLE":
+                log.warning("recommendation %d: database unavailable (%s)", recommendation_id, type(exc).__name__)
+                reason = "the database is unavailable; try again later"
+            else:
+                log.exception("recommendation %d: unexpected error", recommendation_id)
+                reason = "internal error in the executor; see its log"
+            retryable = code in ("UNAVAILABLE", "INTERNAL")  # the executor's problem: stays PENDING, retried
             result = executor_pb2.ExecutionResult(
                 recommendation_id=recommendation_id,
                 error_code=code,
-                error_reason=str(exc),
-                status=common_pb2.EXECUTION_STATUS_PENDING
-                if code == "UNAVAILABLE"
-                else common_pb2.EXECUTION_STATUS_UNSPECIFIED,
+                error_reason=reason,
+                status=common_pb2.EXECUTION_STATUS_PENDING if retryable else common_pb2.EXECUTION_STATUS_UNSPECIFIED,
             )
         return executor_pb2.ExecuteRecommendationsResponse(result=result)
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from common.clock import Clock
 from common.errors import UnavailableError
 from generator_svc.market_data import GRANULARITY_SECONDS, Candle, MarketDataError
-from generator_svc.universe import Product, UniverseRules, select_universe
+from generator_svc.universe import Product, UniverseRules, top_tradable
 
 log = logging.getLogger(__name__)
 PRODUCTS_TTL_SECONDS = 60.0
@@ -69,7 +69,7 @@ class CandleRefresher:
         products = await self.products()
         # History is what we are about to fetch, so rank on tradability and volume alone here; the generator's
         # universe then also requires enough stored history.
-        symbols, _ = select_universe(products, {p.product_id: 10**9 for p in products}, self.rules)
+        symbols = top_tradable(products, self.rules)
         end = int(self.clock().timestamp()) // self.step * self.step  # the candle starting at `end` is still open
         latest = await self.store.latest_candle_starts(symbols)
         added: dict[str, int] = {}

@@ -200,19 +200,11 @@ def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
     return result.replace([np.inf, -np.inf], np.nan)
 
 
-def latest_features(candles_by_symbol: Mapping[str, pd.DataFrame], window: int = HISTORY_WINDOW) -> pd.DataFrame:
+def latest_features(candles_by_symbol: Mapping[str, np.ndarray], window: int = HISTORY_WINDOW) -> pd.DataFrame:
     """The features of each symbol's last candle (index = symbol, columns = FEATURE_NAMES), from the last ``window``
-    rows of every symbol. Agrees with the last row of ``compute_features`` (tests/generator_svc/test_features.py)."""
-    symbols = [s for s, df in candles_by_symbol.items() if len(df)]
-    arrays = [candles_by_symbol[s][list(CANDLE_COLUMNS)].to_numpy(dtype=float) for s in symbols]
-    return latest_features_of_arrays(dict(zip(symbols, arrays, strict=True)), window)
-
-
-def latest_features_of_arrays(
-    candles_by_symbol: Mapping[str, np.ndarray], window: int = HISTORY_WINDOW
-) -> pd.DataFrame:
-    """``latest_features`` for candles given as (n, 6) float arrays in CANDLE_COLUMNS order, oldest first (the
-    generator's cache keeps them so; no DataFrame per symbol)."""
+    rows of every symbol, given as (n, 6) float arrays in CANDLE_COLUMNS order, oldest first (as the generator's
+    cache keeps them: no DataFrame per symbol). Agrees with the last row of ``compute_features``
+    (tests/generator_svc/test_features.py)."""
     symbols = [s for s, rows in candles_by_symbol.items() if len(rows)]
     if not symbols:
         return pd.DataFrame(columns=list(FEATURE_NAMES), dtype=float)

@@ -21,7 +21,7 @@ import pandas as pd
 from common.clock import Clock
 from common.errors import FailedPreconditionError, NotFoundError
 from common.metrics import SIGNALS
-from generator_svc.features import CANDLE_COLUMNS, FEATURE_NAMES, HISTORY_WINDOW, MIN_HISTORY, latest_features_of_arrays
+from generator_svc.features import CANDLE_COLUMNS, FEATURE_NAMES, HISTORY_WINDOW, MIN_HISTORY, latest_features
 from generator_svc.model_store import LoadedModel
 from generator_svc.regime import regime_of
 from generator_svc.repository import SignalRow
@@ -113,7 +113,7 @@ class CandleCache:
 
 def _predict(model: LoadedModel, candles: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
     """CPU work, run in a worker thread: features of each symbol's last candle and the model's probabilities."""
-    features = latest_features_of_arrays(candles)
+    features = latest_features(candles)
     complete = features.dropna()
     probabilities = model.predict_proba(complete[list(FEATURE_NAMES)].to_numpy(dtype=np.float64))
     return complete, probabilities

@@ -80,7 +80,7 @@ async def ingest_coinbase_recent(
     import time
 
     from generator_svc.market_data import CoinbaseMarketClient
-    from generator_svc.universe import UniverseRules, select_universe
+    from generator_svc.universe import UniverseRules, top_tradable
 
     client = CoinbaseMarketClient(settings.coinbase_api_base_url)
     try:
@@ -89,7 +89,7 @@ async def ingest_coinbase_recent(
             rules = UniverseRules(
                 settings.universe_size, 0, frozenset(settings.symbol_allowlist), frozenset(settings.symbol_denylist)
             )
-            symbols, _ = select_universe(products, {p.product_id: 10**9 for p in products}, rules)
+            symbols = top_tradable(products, rules)
         end = int(time.time()) // 3600 * 3600
         return await ingest_coinbase(
             engine, client, symbols, end - days * 86400, end, granularity=settings.candle_granularity, progress=progress

@@ -5,7 +5,7 @@ candle history, the deny list; with an allow list, only those symbols. Pure func
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -91,3 +91,9 @@ def select_universe(
             excluded[product.product_id] = reason
     eligible.sort(key=lambda p: (-p.volume_24h_usd, p.product_id))
     return [p.product_id for p in eligible[: rules.size]], excluded
+
+
+def top_tradable(products: Sequence[Product], rules: UniverseRules) -> list[str]:
+    """The universe before any history is stored (what to fetch candles for): the same rules, history not counted."""
+    symbols, _ = select_universe(products, dict.fromkeys((p.product_id for p in products), rules.min_history), rules)
+    return symbols

@@ -39,6 +39,11 @@ def _parse_halt(row: Any) -> TradingHalt:
     )
 
 
+def _unclaimed(now: datetime) -> Any:
+    """No replica holds a live claim on the recommendation (never claimed, or the claim expired)."""
+    return or_(_r.claimed_until.is_(None), _r.claimed_until < now)
+
+
 @dataclass(frozen=True)
 class CycleOpening:
     cancelled: list[int]
@@ -56,7 +61,7 @@ class OrchestratorRepository:
         query = select(_r.id).where(
             _r.execution_status == "PENDING",
             _r.created_at < cutoff,
-            or_(_r.claimed_until.is_(None), _r.claimed_until < now),
+            _unclaimed(now),
         )
         if conn.dialect.name != "sqlite":
             query = query.with_for_update(skip_locked=True)
@@ -132,7 +137,7 @@ class OrchestratorRepository:
                 .where(
                     _r.execution_status == "PENDING",
                     _r.created_at >= pending_since,
-                    or_(_r.claimed_until.is_(None), _r.claimed_until < now),
+                    _unclaimed(now),
                 )
                 .order_by(_r.confidence.desc(), _r.created_at.asc(), _r.id.asc())
                 .limit(take)

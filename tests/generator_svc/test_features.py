@@ -5,8 +5,14 @@ import pandas as pd
 import pytest
 import ta
 
-from generator_svc.features import FEATURE_NAMES, MIN_HISTORY, compute_features, latest_features
+from generator_svc.features import CANDLE_COLUMNS, FEATURE_NAMES, MIN_HISTORY, compute_features
+from generator_svc.features import latest_features as latest_of_arrays
 from tests.support.seed import bundled
+
+
+def latest_features(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The generator's path, fed the (n, 6) arrays its candle cache holds."""
+    return latest_of_arrays({s: f[list(CANDLE_COLUMNS)].to_numpy(dtype=float) for s, f in frames.items()})
 
 
 @pytest.fixture(scope="module")
