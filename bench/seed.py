@@ -1,4 +1,4 @@
-"""Benchmark data: synthetic symbols cut from the bundled real candles, and bulk recommendations."""
+"""Benchmark data: synthetic symbols cut from the real candles of ../shared/data/candles, and bulk recommendations."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
 from common.tables import market_candles, trade_recommendations
+from cts.candle_data import SHARED_CANDLES_DIR
 
-CANDLE_DIR = Path("data/candles")
+CANDLE_DIR = SHARED_CANDLES_DIR
 HOUR = 3600
 
 

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     grpc_tls_ca_file: Path | None = None
 
     # --- market data and generator ---
-    # replay: bundled historical candles released one at a time (embedded default);
+    # replay: historical candles (cts.candle_data) released one at a time (embedded default);
     # coinbase: refresh candles from Coinbase before each cycle; database: use what is in market_candles.
     market_data_source: Literal["replay", "coinbase", "database"] = "replay"
     candle_granularity: Literal["ONE_HOUR"] = "ONE_HOUR"
@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     generator_max_symbols: Annotated[int, Field(ge=1, le=10_000)] = 500
     replay_seconds_per_candle: Annotated[float, Field(ge=0.0, le=3600.0)] = 0.05
     replay_warmup_candles: Annotated[int, Field(ge=1, le=100_000)] = 720
+    # Where `make run` / `cts ingest` read candle CSVs (default: ../shared/data/candles, then var/candles).
+    candles_dir: Path | None = None
 
     # --- bridge ---
     bridge_interval_seconds: PositiveSeconds = 30.0

@@ -135,7 +135,7 @@ market_candles = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("symbol", String(50), nullable=False),
-    # ONE_MINUTE ... ONE_DAY (Coinbase names); the bundled data is ONE_HOUR.
+    # ONE_MINUTE ... ONE_DAY (Coinbase names); the replayed data is ONE_HOUR.
     Column("granularity", String(20), nullable=False),
     # Candle start, Unix seconds UTC.
     Column("start_time", BigInteger, nullable=False),

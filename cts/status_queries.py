@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.clock import as_utc
+from common.clock import as_utc, utc_now
 from common.tables import (
     market_candles,
+    orchestrator_dispatches,
     paper_balances,
     system_control,
     trade_executions,
@@ -41,10 +42,64 @@ class TradeLine:
     status: str
     mode: str
     filled_size: Decimal | None
-    average_price: Decimal | None
+    average_price: Decimal | None  # the fill price
     fees: Decimal | None
     error: str | None
     at: datetime | None
+    signal_price: Decimal | None = None  # the price of the signal the recommendation came from
+
+
+@dataclass(frozen=True)
+class PositionLine:
+    """An asset held (paper portfolio), valued at the latest (or replayed) close, with the protective levels of
+    the BUY that opened it."""
+
+    symbol: str
+    quantity: Decimal
+    entry_price: Decimal | None  # average cost per unit of what is held, fees included
+    price: Decimal | None
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+
+    @property
+    def value_usd(self) -> Decimal | None:
+        return None if self.price is None else self.quantity * self.price
+
+    @property
+    def unrealized_pnl(self) -> Decimal | None:
+        if self.price is None or self.entry_price is None:
+            return None
+        return (self.price - self.entry_price) * self.quantity
+
+    @property
+    def unrealized_pnl_percent(self) -> Decimal | None:
+        if self.price is None or not self.entry_price:
+            return None
+        return (self.price / self.entry_price - 1) * 100
+
+
+@dataclass(frozen=True)
+class SignalLine:
+    symbol: str
+    signal_type: str
+    confidence: Decimal
+    price: Decimal | None
+    candle_time: datetime | None
+    processed_reason: str | None
+
+
+@dataclass(frozen=True)
+class ReplayProgress:
+    released: int
+    total: int
+
+    @property
+    def finished(self) -> bool:
+        return self.total > 0 and self.released >= self.total
+
+    @property
+    def fraction(self) -> float:
+        return self.released / self.total if self.total else 0.0
 
 
 @dataclass(frozen=True)
@@ -76,12 +131,24 @@ class StatusSnapshot:
     trading_halted: bool = False
     halt_reason: str = ""
     replay_clock: datetime | None = None
+    replay_progress: ReplayProgress | None = None
+    positions: list[PositionLine] = field(default_factory=list)
+    latest_signals: list[SignalLine] = field(default_factory=list)
+    cash_usd: Decimal | None = None
+    trades_in_cap_window: int = 0
 
     @property
     def profit_and_loss(self) -> Decimal | None:
-        if self.equity_usd is None or not self.holdings:
+        if self.equity_usd is None:
             return None
         return self.equity_usd - self.starting_cash
+
+    @property
+    def profit_and_loss_percent(self) -> Decimal | None:
+        pnl = self.profit_and_loss
+        if pnl is None or not self.starting_cash:
+            return None
+        return pnl / self.starting_cash * 100
 
 
 async def _counts(conn: AsyncConnection, column: object) -> dict[str, int]:
@@ -103,7 +170,73 @@ async def _latest_close(conn: AsyncConnection, symbol: str, until: datetime | No
     return Decimal(value) if value is not None else None
 
 
-async def read_snapshot(conn: AsyncConnection, *, starting_cash: Decimal, trades: int = 8) -> StatusSnapshot:
+def _replay_progress(value: str | None) -> ReplayProgress | None:
+    released, sep, total = (value or "").partition("/")
+    if not sep or not released.isdigit() or not total.isdigit():
+        return None
+    return ReplayProgress(int(released), int(total))
+
+
+async def _average_entries(conn: AsyncConnection, symbols: list[str]) -> dict[str, Decimal]:
+    """Average cost per unit (fees included) of what is held now, from the executed orders in order: a BUY adds
+    its cost, a SELL takes out its share at the running average; back to zero starts over."""
+    if not symbols:
+        return {}
+    rows = await conn.execute(
+        select(
+            trade_executions.c.symbol,
+            trade_executions.c.side,
+            trade_executions.c.filled_size,
+            trade_executions.c.average_price,
+            trade_executions.c.fees,
+        )
+        .where(trade_executions.c.status == "EXECUTED", trade_executions.c.symbol.in_(symbols))
+        .order_by(trade_executions.c.completed_at, trade_executions.c.id)
+    )
+    held: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (quantity, cost)
+    for symbol, side, size, price, fees in rows:
+        if not size or price is None:
+            continue
+        quantity, cost = held.get(symbol, (Decimal(0), Decimal(0)))
+        if side == "BUY":
+            quantity, cost = quantity + size, cost + size * price + (fees or 0)
+        elif quantity > 0:
+            remaining = max(Decimal(0), quantity - size)
+            quantity, cost = remaining, cost * remaining / quantity
+        held[symbol] = (quantity, cost)
+    return {symbol: cost / quantity for symbol, (quantity, cost) in held.items() if quantity > 0}
+
+
+async def _protective_levels(conn: AsyncConnection, symbols: list[str]) -> dict[str, tuple[Decimal | None, ...]]:
+    """(stop_loss, take_profit) of the latest executed BUY recommendation of each symbol."""
+    if not symbols:
+        return {}
+    latest = (
+        select(func.max(trade_recommendations.c.id))
+        .where(
+            trade_recommendations.c.symbol.in_(symbols),
+            trade_recommendations.c.signal_type == "BUY",
+            trade_recommendations.c.execution_status == "EXECUTED",
+        )
+        .group_by(trade_recommendations.c.symbol)
+    )
+    rows = await conn.execute(
+        select(
+            trade_recommendations.c.symbol, trade_recommendations.c.stop_loss, trade_recommendations.c.take_profit
+        ).where(trade_recommendations.c.id.in_(latest))
+    )
+    return {symbol: (stop, target) for symbol, stop, target in rows}
+
+
+async def read_snapshot(
+    conn: AsyncConnection,
+    *,
+    starting_cash: Decimal,
+    trades: int = 8,
+    signals: int = 8,
+    cap_window_seconds: float | None = None,
+    now: datetime | None = None,
+) -> StatusSnapshot:
     snap = StatusSnapshot(starting_cash=starting_cash)
     snap.signals_by_type = await _counts(conn, trading_signals.c.signal_type)
     snap.recommendations_by_status = await _counts(conn, trade_recommendations.c.execution_status)
@@ -123,6 +256,11 @@ async def read_snapshot(conn: AsyncConnection, *, starting_cash: Decimal, trades
             snap.replay_clock = as_utc(datetime.fromisoformat(clock))
         except ValueError:
             snap.replay_clock = None
+    snap.replay_progress = _replay_progress(await _control(conn, "replay_progress"))
+    if cap_window_seconds is not None:
+        since = (now or utc_now()) - timedelta(seconds=cap_window_seconds)
+        dispatched = await conn.execute(select(func.count()).where(orchestrator_dispatches.c.dispatched_at >= since))
+        snap.trades_in_cap_window = int(dispatched.scalar_one())
 
     rows = await conn.execute(
         select(
@@ -135,26 +273,63 @@ async def read_snapshot(conn: AsyncConnection, *, starting_cash: Decimal, trades
             trade_executions.c.average_price,
             trade_executions.c.fees,
             trade_executions.c.error_message,
-            trade_executions.c.updated_at,
+            func.coalesce(trade_executions.c.completed_at, trade_executions.c.updated_at),
+            trading_signals.c.price,
+        )
+        .select_from(
+            trade_executions.outerjoin(
+                trade_recommendations, trade_recommendations.c.id == trade_executions.c.recommendation_id
+            ).outerjoin(trading_signals, trading_signals.c.id == trade_recommendations.c.signal_id)
         )
         .order_by(trade_executions.c.id.desc())
         .limit(trades)
     )
-    snap.latest_trades = [TradeLine(*row) for row in rows]
+    snap.latest_trades = [
+        TradeLine(rec, symbol, side, status, mode, size, price, fees, error, as_utc(at) if at else None, signal_price)
+        for rec, symbol, side, status, mode, size, price, fees, error, at, signal_price in rows
+    ]
+    signal_rows = await conn.execute(
+        select(
+            trading_signals.c.symbol,
+            trading_signals.c.signal_type,
+            trading_signals.c.confidence,
+            trading_signals.c.price,
+            trading_signals.c.candle_time,
+            trading_signals.c.processed_reason,
+        )
+        .where(trading_signals.c.signal_type.in_(("BUY", "SELL")))
+        .order_by(trading_signals.c.id.desc())
+        .limit(signals)
+    )
+    snap.latest_signals = [
+        SignalLine(symbol, kind, confidence, price, as_utc(candle) if candle is not None else None, reason)
+        for symbol, kind, confidence, price, candle, reason in signal_rows
+    ]
     fees = await conn.execute(select(func.sum(trade_executions.c.fees)).where(trade_executions.c.status == "EXECUTED"))
     snap.fees_paid = Decimal(fees.scalar_one() or 0)
 
     balances = (await conn.execute(select(paper_balances.c.asset, paper_balances.c.available))).all()
+    held = [f"{asset}-USD" for asset, quantity in balances if asset != "USD" and quantity > 0]
+    entries = await _average_entries(conn, held)
+    levels = await _protective_levels(conn, held)
     equity = Decimal(0)
     for asset, quantity in sorted(balances):
         if asset == "USD":
             price: Decimal | None = Decimal(1)
+            snap.cash_usd = quantity
         else:
             price = await _latest_close(conn, f"{asset}-USD", snap.replay_clock)
+            if quantity > 0:
+                stop, target = levels.get(f"{asset}-USD", (None, None))
+                snap.positions.append(
+                    PositionLine(f"{asset}-USD", quantity, entries.get(f"{asset}-USD"), price, stop, target)
+                )
         value = (quantity * price).quantize(Decimal("0.01")) if price is not None else None
         snap.holdings.append(Holding(asset, quantity, price, value))
         equity += value or Decimal(0)
-    snap.equity_usd = equity if snap.holdings else None
+    if not balances:  # the paper portfolio starts as cash; its rows appear with the first paper order
+        equity = snap.cash_usd = starting_cash
+    snap.equity_usd = equity
 
     for table, column in TABLE_AGE_COLUMNS.items():
         count, oldest = (await conn.execute(select(func.count(), func.min(column)).select_from(table))).one()

@@ -61,6 +61,14 @@ class GenerationResult:
     def created_actionable_ids(self) -> list[int]:
         return [row.id for row, created in self.signals if created and row.signal_type in ("BUY", "SELL")]
 
+    def counts_by_type(self) -> dict[str, int]:
+        """New signals of this call by type (BUY, SELL, HOLD order), for the one INFO line per cycle."""
+        counts = {kind: 0 for kind in ("BUY", "SELL", "HOLD")}
+        for row, created in self.signals:
+            if created:
+                counts[row.signal_type] = counts.get(row.signal_type, 0) + 1
+        return {kind: count for kind, count in counts.items() if count}
+
 
 @dataclass
 class _Cached:
@@ -203,7 +211,9 @@ class SignalGenerator:
             result.signals.append((signal, fresh))
             if fresh:
                 SIGNALS.labels(signal.signal_type).inc()
-                log.info(
+                # BUY and SELL are what an operator greps for; HOLD (most rows) only at DEBUG.
+                log.log(
+                    logging.DEBUG if signal.signal_type == "HOLD" else logging.INFO,
                     "Generated %s signal for %s at %s (confidence %s, P(buy)=%s P(sell)=%s, model %s)",
                     signal.signal_type,
                     signal.symbol,
@@ -214,6 +224,14 @@ class SignalGenerator:
                     signal.model,
                     extra={"signal_id": signal.id, "symbol": signal.symbol, "signal_type": signal.signal_type},
                 )
+        log.info(
+            "Cycle as of %s: %d signal(s) for %d symbol(s) (%s), %d skipped",
+            as_of.isoformat(timespec="seconds"),
+            sum(1 for _, fresh in result.signals if fresh),
+            len(wanted),
+            ", ".join(f"{kind} {count}" for kind, count in result.counts_by_type().items()) or "none new",
+            len(result.skipped),
+        )
         return result
 
     def _row(

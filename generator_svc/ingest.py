@@ -1,4 +1,4 @@
-"""Getting candles into market_candles: the bundled CSVs (`cts ingest --source csv`) or Coinbase
+"""Getting candles into market_candles: candle CSVs (`cts ingest --source csv`) or Coinbase
 (`--source coinbase`, and the production generator before each cycle). Idempotent: re-ingesting the same range
 changes nothing. Real gaps stay gaps: nothing is interpolated or forward-filled."""
 
@@ -33,7 +33,7 @@ async def ingest_csv(
     granularity: str = "ONE_HOUR",
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Load data/candles/<SYMBOL>_1h.csv.gz files; returns new rows per symbol."""
+    """Load <SYMBOL>_1h.csv.gz files of ``directory``; returns new rows per symbol."""
     inserted: dict[str, int] = {}
     paths = await asyncio.to_thread(lambda: sorted(directory.glob("*_1h.csv*")))
     for path in paths:

@@ -28,6 +28,18 @@ class ReplayClock:
             self.position += 1
 
     @property
+    def current(self) -> datetime | None:
+        """Close time of the last released candle: the replay's market time (None before the first release)."""
+        if self.position == 0 or not self.timeline:
+            return None
+        return datetime.fromtimestamp(self.timeline[self.position - 1] + HOUR, UTC)
+
+    @property
+    def progress(self) -> str:
+        """Released over total candles of the timeline ("released/total"), as `cts up` shows it."""
+        return f"{self.position}/{len(self.timeline)}"
+
+    @property
     def finished(self) -> bool:
         return self.position >= len(self.timeline)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -167,8 +167,13 @@ class GeneratorRepository:
         return {key: row for key, (row, _) in found.items()}, created
 
     async def set_control(self, key: str, value: str) -> None:
+        await self.set_controls({key: value})
+
+    async def set_controls(self, values: Mapping[str, str]) -> None:
+        """Write several system_control keys in one transaction."""
         async with self.engine.begin() as conn:
-            await write_control(conn, key, value, "generator")
+            for key, value in values.items():
+                await write_control(conn, key, value, "generator")
 
     async def get_control(self, key: str) -> str | None:
         async with self.engine.connect() as conn:

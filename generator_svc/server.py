@@ -28,6 +28,7 @@ from generator_svc.universe import UniverseRules
 
 FULL_SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["SignalGeneratorService"].full_name
 REPLAY_CLOCK_KEY = "replay_clock"
+REPLAY_PROGRESS_KEY = "replay_progress"  # "released/total" candles of the replay's timeline
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +75,15 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
     def after(result: GenerationResult) -> None:
         nudge.nudge(result.created_actionable_ids)
 
-    servicer = SignalGeneratorServicer(generator, utc_now, settings.generator_max_symbols, after)
+    replay_clock: ReplayClock | None = None
+
+    def replay_time() -> datetime | None:
+        """In replay mode, a Generate without as_of answers for the replay's market time."""
+        return replay_clock.current if replay_clock is not None else None
+
+    servicer = SignalGeneratorServicer(
+        generator, utc_now, settings.generator_max_symbols, after, default_as_of=replay_time if replay else None
+    )
 
     async def cycle() -> None:
         if refresher is not None:  # production: bring the candles up to date first (a failure fails the cycle)
@@ -82,13 +91,16 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         after(await generator.generate(None))
 
     async def replay_loop() -> None:
+        nonlocal replay_clock
         test_from = model.card.get("split", {}).get("test_from")
         not_before = int(datetime.fromisoformat(test_from).timestamp()) if test_from else None
         timeline = await repository.replay_timeline(settings.replay_warmup_candles, not_before)
         clock = ReplayClock(timeline, settings.replay_seconds_per_candle)
         previous = await repository.get_control(REPLAY_CLOCK_KEY)
         clock.resume_after(datetime.fromisoformat(previous) if previous else None)
+        replay_clock = clock
         log.info("replaying %d candles, one every %ss", len(timeline) - clock.position, clock.seconds_per_candle)
+        await repository.set_control(REPLAY_PROGRESS_KEY, clock.progress)
         started, released = time.monotonic(), 0
         while not clock.finished:
             for _ in range(clock.due(started, time.monotonic(), released)):
@@ -96,13 +108,14 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
                 if as_of is None:
                     break
                 released += 1
-                await repository.set_control(REPLAY_CLOCK_KEY, as_of.isoformat())
+                progress = {REPLAY_CLOCK_KEY: as_of.isoformat(), REPLAY_PROGRESS_KEY: clock.progress}
+                await repository.set_controls(progress)
                 try:
                     after(await generator.generate(None, as_of))
                 except Exception:
                     log.exception("replay cycle at %s failed", as_of.isoformat())
             await asyncio.sleep(max(0.01, min(1.0, settings.replay_seconds_per_candle / 4)))
-        log.info("replay finished: every bundled candle was released")
+        log.info("replay finished: every candle was released (%s)", clock.progress)
 
     background: list[Callable[[], Awaitable[None]]] = [nudge.run]
     if replay:

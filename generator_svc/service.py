@@ -90,9 +90,16 @@ def to_response(result: GenerationResult) -> generator_pb2.GenerateResponse:
 
 class SignalGeneratorServicer(generator_pb2_grpc.SignalGeneratorServiceServicer):
     def __init__(
-        self, generator: SignalGenerator, clock: Clock, max_symbols: int, after: Callable[[GenerationResult], None]
+        self,
+        generator: SignalGenerator,
+        clock: Clock,
+        max_symbols: int,
+        after: Callable[[GenerationResult], None],
+        *,
+        default_as_of: Callable[[], datetime | None] | None = None,
     ) -> None:
         self.generator = generator
+        self.default_as_of = default_as_of  # replay mode: the replay's market time when the request has no as_of
         self.clock = clock
         self.max_symbols = max_symbols
         self.after = after
@@ -100,6 +107,8 @@ class SignalGeneratorServicer(generator_pb2_grpc.SignalGeneratorServiceServicer)
     async def Generate(self, request: generator_pb2.GenerateRequest, context: Any) -> generator_pb2.GenerateResponse:
         symbols = parse_symbols(list(request.symbols), self.max_symbols)
         as_of = parse_as_of(request, self.clock)
+        if as_of is None and self.default_as_of is not None:
+            as_of = self.default_as_of()
         result = await self.generator.generate(symbols or None, as_of)
         self.after(result)
         return to_response(result)

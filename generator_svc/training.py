@@ -60,7 +60,7 @@ class Dataset:
 
 
 def load_csv_candles(directory: Path) -> dict[str, pd.DataFrame]:
-    """data/candles/<SYMBOL>_1h.csv.gz -> {symbol: candles sorted by time}."""
+    """<directory>/<SYMBOL>_1h.csv.gz -> {symbol: candles sorted by time}."""
     out = {}
     for path in sorted(directory.glob("*_1h.csv.gz")):
         symbol = path.name.split("_", 1)[0]

@@ -5,12 +5,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "load hourly candles into the candles table from the bundled CSVs or Coinbase (idempotent)"
+HELP = "load hourly candles into the candles table from candle CSVs or Coinbase (idempotent)"
+
+
+def csv_directory(configured: Path | None) -> Path:
+    """The candle CSV directory of the lookup order (cts.candle_data), or a one-line error."""
+    from cts.candle_data import SHARED_CANDLES_DIR, CandleDataError, find_candle_directory, no_candles_message
+
+    source = find_candle_directory(configured)
+    if source is None:
+        raise CandleDataError(no_candles_message(SHARED_CANDLES_DIR, "no candle directory found"))
+    return source.directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=("csv", "coinbase"), default="csv")
-    parser.add_argument("--directory", type=Path, default=Path("data/candles"), help="CSV directory (--source csv)")
+    parser.add_argument(
+        "--directory",
+        type=Path,
+        default=None,
+        help="CSV directory (--source csv; default CANDLES_DIR, ../shared/data/candles, then var/candles)",
+    )
     parser.add_argument("--symbols", nargs="+", help="product ids, e.g. BTC-USD (default: all)")
     parser.add_argument("--days", type=int, default=30, help="history to fetch from Coinbase (--source coinbase)")
 
@@ -25,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from cts.settings import settings_or_exit
 
     settings = settings_or_exit()
+    directory = csv_directory(args.directory or settings.candles_dir) if args.source == "csv" else None
     symbols = [s.upper() for s in args.symbols] if args.symbols else None
 
     async def go() -> dict[str, int]:
@@ -39,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
                         tasks[symbol] = progress.add_task(symbol, total=total)
                     progress.update(tasks[symbol], completed=done)
 
-                if args.source == "csv":
+                if directory is not None:
                     from generator_svc.ingest import ingest_csv
 
                     return await ingest_csv(
-                        engine, args.directory, symbols=symbols, granularity=settings.candle_granularity, progress=tick
+                        engine, directory, symbols=symbols, granularity=settings.candle_granularity, progress=tick
                     )
                 from generator_svc.ingest import ingest_coinbase_recent
 

@@ -1,4 +1,5 @@
-"""`cts train`: train the balanced realistic XGBoost model on the bundled candles (or the candles table)."""
+"""`cts train`: train the balanced realistic XGBoost model on candle CSVs (CANDLES_DIR,
+../shared/data/candles) or on the candles table."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ HELP = "train the XGBoost model and write models/balanced_realistic_model_<ts>.j
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", choices=("csv", "database"), default="csv", help="bundled CSVs or DATABASE_URL")
-    parser.add_argument("--candles", type=Path, default=Path("data/candles"), help="CSV directory (--source csv)")
+    parser.add_argument("--source", choices=("csv", "database"), default="csv", help="candle CSVs or DATABASE_URL")
+    parser.add_argument(
+        "--candles",
+        type=Path,
+        default=None,
+        help="CSV directory (--source csv; default CANDLES_DIR, then ../shared/data/candles)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="model directory (default MODEL_DIR)")
 
 
@@ -26,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     console = Console()
     if args.source == "csv":
-        candles = load_csv_candles(args.candles)
+        from cts.commands.ingest import csv_directory
+
+        candles = load_csv_candles(csv_directory(args.candles or settings.candles_dir))
     else:
         from common.database import create_engine
         from generator_svc.candle_repository import all_candles

@@ -1,4 +1,4 @@
-"""`cts up` end to end: the whole system as four processes on the bundled data, stopped with Ctrl-C."""
+"""`cts up` end to end: the whole system as four processes on the real candles of ../shared, stopped with Ctrl-C."""
 
 from __future__ import annotations
 
@@ -99,3 +99,29 @@ def test_cts_up_trades_on_the_bundled_data_and_stops_on_ctrl_c(tmp_path: Path) -
     assert asyncio.run(_count(url, trading_signals)) > 0
     assert asyncio.run(_count(url, trade_executions)) > 0
     assert not _all_serving(env, url)
+    # The log lines arrive whole through a pipe or file (never wrapped at 80 columns), so the runbook's greps work.
+    executed = [line for line in output.splitlines() if "Successfully executed recommendation" in line]
+    assert executed, output[-3000:]
+    assert all(line.lstrip().startswith("orchestrator ") and "(order " in line for line in executed)
+    assert max(len(line) for line in executed) > 80
+    # HOLD signals only at DEBUG; one INFO line per cycle with the counts.
+    generator_log = (tmp_path / "generator.log").read_text()
+    assert "Cycle as of " in generator_log
+    assert "Generated HOLD signal" not in generator_log
+
+
+def test_each_run_starts_a_fresh_embedded_database_unless_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cts.commands.up import _start_fresh
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    embedded = tmp_path / "var" / "crypto_prices.db"
+    for path in (embedded, tmp_path / "var" / "crypto_prices.db-wal", tmp_path / "elsewhere.db"):
+        path.write_text("old run")
+    _start_fresh(make_settings("sqlite+aiosqlite:///var/crypto_prices.db"))
+    assert not embedded.exists()
+    assert not (tmp_path / "var" / "crypto_prices.db-wal").exists()
+    # A database outside var/ (or MySQL) is the user's own: never removed.
+    _start_fresh(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'elsewhere.db'}"))
+    _start_fresh(make_settings("mysql+asyncmy://root@127.0.0.1:3306/crypto_prices"))
+    assert (tmp_path / "elsewhere.db").read_text() == "old run"

@@ -41,6 +41,7 @@ class FakeCoinbase:
     # (start, open, high, low, close, volume) strings, and the candle requests seen (product, start, end).
     market_products: list[dict[str, Any]] = field(default_factory=list)
     market_candles: dict[str, list[tuple[int, str, str, str, str, str]]] = field(default_factory=dict)
+    market_candles_5m: dict[str, list[tuple[int, str, str, str, str, str]]] = field(default_factory=dict)
     candle_requests: list[tuple[str, int, int]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -149,14 +150,16 @@ class FakeCoinbase:
         except (KeyError, ValueError):
             self.reply(request, 400, {"error": "INVALID_ARGUMENT", "message": "start and end are required"})
             return
-        if query.get("granularity") != "ONE_HOUR":
+        step = {"ONE_HOUR": 3600, "FIVE_MINUTE": 300}.get(query.get("granularity", ""))
+        if step is None:
             self.reply(request, 400, {"error": "INVALID_ARGUMENT", "message": "unsupported granularity"})
             return
-        if (end - start) // 3600 > 350:  # Coinbase refuses more than 350 candles per request
+        if (end - start) // step > 350:  # Coinbase refuses more than 350 candles per request
             self.reply(request, 400, {"error": "INVALID_ARGUMENT", "message": "too many candles requested"})
             return
         self.candle_requests.append((parts[3], start, end))
-        rows = [c for c in self.market_candles[parts[3]] if start <= c[0] <= end]
+        series = self.market_candles[parts[3]] if step == 3600 else self.market_candles_5m.get(parts[3], [])
+        rows = [c for c in series if start <= c[0] <= end]
         candles = [
             {"start": str(t), "open": o, "high": h, "low": lo, "close": c, "volume": v}
             for t, o, h, lo, c, v in sorted(rows, reverse=True)  # newest first, as Coinbase answers

@@ -1,10 +1,10 @@
-"""Seeding helpers shared by the service tests: bundled candles and recommendations written with SQLAlchemy."""
+"""Seeding helpers shared by the service tests: real candles (../shared/data/candles) and recommendations
+written with SQLAlchemy."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
 from common.tables import market_candles, trade_recommendations
+from cts.candle_data import SHARED_CANDLES_DIR
 from generator_svc.candle_repository import insert_candles
 
-CANDLES = Path("data/candles")
+CANDLES = SHARED_CANDLES_DIR  # ../shared/data/candles: CI has it beside the clone
 
 
 def bundled(symbol: str) -> pd.DataFrame:
@@ -23,7 +24,7 @@ def bundled(symbol: str) -> pd.DataFrame:
 
 
 async def seed_bundled(engine: AsyncEngine, symbol: str, rows: int, end_index: int | None = None) -> pd.DataFrame:
-    """Insert ``rows`` consecutive bundled candles of ``symbol`` ending at ``end_index``; returns them."""
+    """Insert ``rows`` consecutive real candles of ``symbol`` ending at ``end_index``; returns them."""
     frame = bundled(symbol)
     end = len(frame) if end_index is None else end_index
     part = frame.iloc[max(0, end - rows) : end]

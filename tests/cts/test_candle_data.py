@@ -1,0 +1,145 @@
+"""Where `make run` finds its candles: CANDLES_DIR, ../shared/data/candles, var/candles, else a download from
+Coinbase's public market endpoints, else one line that says what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cts.candle_data as candle_data
+from cts.candle_data import (
+    SHARED_CANDLES_DIR,
+    CandleDataError,
+    download_recent_candles,
+    find_candle_directory,
+)
+from generator_svc.ingest import read_csv
+from tests.conftest import make_settings
+from tests.support.fake_coinbase import FakeCoinbase
+
+HOUR = 3600
+
+
+def _candle_dir(path: Path, symbol: str = "BTC-USD") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path / f"{symbol}_1h.csv.gz", "wt") as fh:
+        fh.write("timestamp,open,high,low,close,volume\n0,1,1,1,1,1\n")
+    return path
+
+
+def test_the_shared_candles_are_beside_the_checkout() -> None:
+    # CI and developers have ../shared next to the clone; every data test relies on it.
+    assert any(SHARED_CANDLES_DIR.glob("*_1h.csv.gz")), SHARED_CANDLES_DIR
+
+
+def test_lookup_order(tmp_path: Path) -> None:
+    configured = _candle_dir(tmp_path / "configured")
+    shared = _candle_dir(tmp_path / "shared")
+    downloaded = _candle_dir(tmp_path / "var" / "candles")
+    missing = tmp_path / "missing"
+
+    def find(configured_dir: Path | None, shared_dir: Path, downloaded_dir: Path) -> Any:
+        source = find_candle_directory(configured_dir, shared=shared_dir, downloaded=downloaded_dir)
+        return None if source is None else (source.directory, source.origin)
+
+    assert find(configured, shared, downloaded) == (configured, "CANDLES_DIR")
+    assert find(None, shared, downloaded) == (shared, "shared")
+    assert find(None, missing, downloaded) == (downloaded, "downloaded")
+    assert find(None, missing, missing) is None  # only a download can help now
+
+
+def test_a_configured_directory_without_candles_is_an_error_not_skipped(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CandleDataError, match=r"empty holds no <SYMBOL>_1h\.csv\.gz candle files"):
+        find_candle_directory(empty, shared=_candle_dir(tmp_path / "shared"), downloaded=tmp_path)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCoinbase]:
+    server = FakeCoinbase().start()
+    yield server
+    server.stop()
+
+
+def _product(product_id: str, volume: str, price: str) -> dict[str, Any]:
+    base, quote = product_id.split("-")
+    return {
+        "product_id": product_id,
+        "price": price,
+        "volume_24h": volume,
+        "quote_currency_id": quote,
+        "base_currency_id": base,
+        "status": "online",
+        "trading_disabled": False,
+        "cancel_only": False,
+        "limit_only": False,
+        "view_only": False,
+    }
+
+
+async def test_download_writes_recent_candles_of_the_top_markets_in_the_shared_format(
+    fake: FakeCoinbase, tmp_path: Path
+) -> None:
+    now = time.time()
+    last = (int(now) // HOUR - 1) * HOUR
+    fake.market_products = [
+        _product("BTC-USD", "1000", "60000"),
+        _product("SHIB-USD", "900000000000", "0.00002345"),
+        _product("ETH-EUR", "99999", "3000"),  # not a USD market
+    ]
+    for symbol, price in (("BTC-USD", "60000.5"), ("SHIB-USD", "0.00002345")):
+        fake.market_candles[symbol] = [(last - i * HOUR, price, price, price, price, "10") for i in range(48)]
+        last_5m = int(now) // 300 * 300 - 300  # the latest closed 5-minute candle
+        fake.market_candles_5m[symbol] = [(last_5m - i * 300, price, price, price, price, "1") for i in range(300)]
+    seen: list[tuple[str, int, int]] = []
+    symbols = await download_recent_candles(
+        fake.base_url,
+        tmp_path,
+        universe_size=20,
+        hourly_days=2,
+        five_minute_days=1,
+        now=now,
+        progress=lambda s, d, t: seen.append((s, d, t)),
+    )
+    assert sorted(symbols) == ["BTC-USD", "SHIB-USD"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # noqa: ASYNC240 (a test's tmp dir)
+        "BTC-USD_1h.csv.gz",
+        "BTC-USD_5m.csv.gz",
+        "SHIB-USD_1h.csv.gz",
+        "SHIB-USD_5m.csv.gz",
+    ]
+    assert seen[-1][1:] == (4, 4)
+    frame = read_csv(tmp_path / "SHIB-USD_1h.csv.gz")
+    assert len(frame) == 48
+    assert int(frame["timestamp"].iloc[-1]) == last
+    with gzip.open(tmp_path / "SHIB-USD_1h.csv.gz", "rt") as fh:
+        raw = fh.read()
+    assert "0.00002345" in raw
+    assert "E-" not in raw
+    assert len(read_csv(tmp_path / "BTC-USD_5m.csv.gz")) == 288  # one day of closed 5-minute candles
+    assert find_candle_directory(None, shared=tmp_path / "nowhere", downloaded=tmp_path) is not None
+
+
+async def test_no_candles_and_no_download_is_one_line_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cts.commands.up import _candle_directory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(candle_data, "SHARED_CANDLES_DIR", tmp_path / "no-shared")
+    # Nothing listens on port 9: the download fails at once.
+    settings = make_settings("sqlite+aiosqlite:///x.db", coinbase_api_base_url="http://127.0.0.1:9/api/v3/brokerage")
+    with pytest.raises(CandleDataError) as raised:
+        await asyncio.wait_for(_candle_directory(settings), 60)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "no candles to replay" in message
+    assert "CANDLES_DIR" in message
+    assert "no-shared" in message
