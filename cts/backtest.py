@@ -16,6 +16,7 @@ eligibility and pricing rules (bridge_svc.eligibility, bridge_svc.pricing) and t
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,8 @@ class BacktestResult:
     trades: list[Trade]
     decisions: list[Decision]
     metrics: dict[str, Any] = field(default_factory=dict)
+    invested: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))  # USD in holdings, as ``equity``
+    starting_cash: Decimal = Decimal(0)
 
 
 def decisions_for_symbol(symbol: str, candles: pd.DataFrame, model: LoadedModel, settings: Settings) -> list[Decision]:
@@ -128,6 +131,7 @@ def run_backtest(
     last_price: dict[str, Decimal] = {}
     trades: list[Trade] = []
     equity_points: dict[datetime, Decimal] = {}
+    invested_points: dict[datetime, Decimal] = {}
 
     for i, d in enumerate(decisions):
         last_price[d.symbol] = d.price
@@ -197,15 +201,22 @@ def run_backtest(
                 trades.append(
                     Trade(close_time, d.symbol, "SELL", fill.size, fill.price, fill.fee, cash, "EXECUTED", pnl=pnl)
                 )
-        equity_points[close_time] = cash + sum(
-            (q * last_price.get(s, Decimal(0)) for s, q in holdings.items()), Decimal(0)
-        )
+        invested_points[close_time] = sum((q * last_price.get(s, Decimal(0)) for s, q in holdings.items()), Decimal(0))
+        equity_points[close_time] = cash + invested_points[close_time]
         if progress is not None and (i % 500 == 0 or i == len(decisions) - 1):
             progress(i + 1, len(decisions))
 
     equity = pd.Series({t: float(v) for t, v in equity_points.items()}).sort_index()
     bench = buy_and_hold(candles_by_symbol, float(settings.paper_starting_cash_usd), equity.index)
-    result = BacktestResult(equity=equity, buy_and_hold=bench, trades=trades, decisions=decisions)
+    invested = pd.Series({t: float(v) for t, v in invested_points.items()}, dtype=float).sort_index()
+    result = BacktestResult(
+        equity=equity,
+        buy_and_hold=bench,
+        trades=trades,
+        decisions=decisions,
+        invested=invested,
+        starting_cash=settings.paper_starting_cash_usd,
+    )
     result.metrics = metrics(result, float(settings.paper_starting_cash_usd))
     return result
 
@@ -258,4 +269,89 @@ def metrics(result: BacktestResult, starting_cash: float) -> dict[str, Any]:
         "fees_paid": float(sum((t.fee for t in executed), Decimal(0))),
         "signals": {k: sum(1 for d in result.decisions if d.signal_type == k) for k in ("BUY", "SELL", "HOLD")},
         "final_equity": round(final, 2),
+        "average_exposure": round(average_exposure(result), 6),
     }
+
+
+def average_exposure(result: BacktestResult) -> float:
+    """Mean share of equity held in assets (0 = all cash) over the equity curve's points."""
+    if result.equity.empty or result.invested.empty:
+        return 0.0
+    return float((result.invested.reindex(result.equity.index).fillna(0.0) / result.equity).mean())
+
+
+@dataclass(frozen=True)
+class SymbolStats:
+    """One symbol's share of the result. ``pnl`` = realised + open; the symbols' P&L add up to the portfolio's."""
+
+    symbol: str
+    buys: int
+    sells: int
+    refused: int
+    wins: int  # SELLs with a positive realised P&L
+    invested: Decimal  # USD spent on BUYs, fees included
+    fees: Decimal
+    realised_pnl: Decimal
+    open_pnl: Decimal  # holdings at the last price minus their remaining cost
+    held: Decimal  # units held at the end
+    buy_and_hold_return: float | None  # the symbol's last close / first close - 1 over the period
+
+    @property
+    def trades(self) -> int:
+        return self.buys + self.sells
+
+    @property
+    def pnl(self) -> Decimal:
+        return self.realised_pnl + self.open_pnl
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.sells if self.sells else None
+
+    @property
+    def return_on_invested(self) -> float | None:
+        return float(self.pnl / self.invested) if self.invested else None
+
+
+def symbol_breakdown(result: BacktestResult) -> list[SymbolStats]:
+    """Per-symbol trades, win rate, P&L, fees and return, from the trades and the decisions' closes."""
+    from executor_svc.paper_fill import USD_QUANTUM
+
+    first: dict[str, Decimal] = {}
+    last: dict[str, Decimal] = {}
+    for d in result.decisions:
+        first.setdefault(d.symbol, d.price)
+        last[d.symbol] = d.price
+    out: list[SymbolStats] = []
+    for symbol in sorted(set(first) | {t.symbol for t in result.trades}):
+        trades = [t for t in result.trades if t.symbol == symbol]
+        buys = [t for t in trades if t.status == "EXECUTED" and t.side == "BUY"]
+        sells = [t for t in trades if t.status == "EXECUTED" and t.side == "SELL"]
+        spent = sum(((t.size * t.price).quantize(USD_QUANTUM) + t.fee for t in buys), Decimal(0))
+        received = sum(((t.size * t.price).quantize(USD_QUANTUM) - t.fee for t in sells), Decimal(0))
+        held = sum((t.size for t in buys), Decimal(0)) - sum((t.size for t in sells), Decimal(0))
+        realised = sum((t.pnl for t in sells if t.pnl is not None), Decimal(0))
+        total = received - spent + held * last.get(symbol, Decimal(0))
+        out.append(
+            SymbolStats(
+                symbol=symbol,
+                buys=len(buys),
+                sells=len(sells),
+                refused=sum(1 for t in trades if t.status != "EXECUTED"),
+                wins=sum(1 for t in sells if t.pnl is not None and t.pnl > 0),
+                invested=spent,
+                fees=sum((t.fee for t in buys + sells), Decimal(0)),
+                realised_pnl=realised,
+                open_pnl=total - realised,
+                held=held,
+                buy_and_hold_return=float(last[symbol] / first[symbol] - 1) if first.get(symbol) else None,
+            )
+        )
+    return out
+
+
+def outcome_counts(result: BacktestResult) -> dict[str, dict[str, int]]:
+    """Executed exits (SELLs) and refused orders, counted by reason (most frequent first)."""
+    exits = Counter(t.reason or "SELL signal" for t in result.trades if t.status == "EXECUTED" and t.side == "SELL")
+    refusals = Counter(f"{t.side}: {t.reason or 'refused'}" for t in result.trades if t.status != "EXECUTED")
+    return {"exits": dict(exits.most_common()), "refusals": dict(refusals.most_common())}

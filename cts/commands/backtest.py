@@ -4,6 +4,8 @@ in market time, with a report (equity curve PNG, trades, metrics)."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=None, help="report directory (default reports/backtest-<ts>)")
 
 
+FILE_NOTES = {
+    "equity_png": "equity in % against buy-and-hold and cash, drawdown, exposure, entries and exits",
+    "trades_csv": "every order: money in cents, sizes in the symbol's increment",
+    "summary_md": "the results as tables: headline, per symbol, exits and refusals by reason, settings",
+    "summary_json": "the same numbers, unrounded",
+}
+
+
+def symbol_problem(wanted: Sequence[str], known: Sequence[str]) -> str | None:
+    """One line when a requested symbol has no candles in the database, else None."""
+    unknown = [s for s in wanted if s not in known]
+    if not unknown:
+        return None
+    listing = ", ".join(known) if known else "none (the database has no candles)"
+    return f"unknown symbol{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; symbols with candles: {listing}"
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -38,17 +57,16 @@ def run(args: argparse.Namespace) -> int:
 
     from common.database import create_engine
     from cts.backtest import run_backtest
-    from cts.backtest_report import write_report
+    from cts.backtest_report import headline, training_overlap, write_report
     from cts.settings import settings_or_exit
     from generator_svc.candle_repository import load_candles
     from generator_svc.features import HISTORY_WINDOW
     from generator_svc.model_store import load_model
 
     settings = settings_or_exit()
-    console = Console()
-    model = load_model(settings.model_dir, settings.model_path)
+    console = Console(soft_wrap=True, highlight=False)
 
-    async def load() -> dict[str, Any]:
+    async def known_symbols() -> list[str]:
         from sqlalchemy import distinct, select
 
         from common.tables import market_candles
@@ -56,36 +74,62 @@ def run(args: argparse.Namespace) -> int:
         engine = create_engine(settings.database_url)
         try:
             async with engine.connect() as conn:
-                symbols = args.symbols or sorted(
-                    (await conn.execute(select(distinct(market_candles.c.symbol)))).scalars()
+                query = select(distinct(market_candles.c.symbol)).where(
+                    market_candles.c.granularity == settings.candle_granularity
                 )
-                test_from = model.card.get("split", {}).get("test_from")
-                begin = args.start or (datetime.fromisoformat(test_from) if test_from else None)
-                # Features need MIN_HISTORY earlier candles; decisions before ``begin`` are dropped below.
-                start = int(begin.timestamp()) - 3600 * 3 * HISTORY_WINDOW if begin else None
+                return sorted((await conn.execute(query)).scalars())
+        finally:
+            await engine.dispose()
+
+    known = asyncio.run(known_symbols())
+    if not known:
+        print("cts backtest: no candles in the database; run `cts ingest --source csv` first", file=sys.stderr)
+        return 1
+    symbols = [s.upper() for s in args.symbols] if args.symbols else known
+    problem = symbol_problem(symbols, known)
+    if problem:
+        print(f"cts backtest: {problem}", file=sys.stderr)
+        return 2
+
+    model = load_model(settings.model_dir, settings.model_path)
+    test_from = model.card.get("split", {}).get("test_from")
+    first_decision = args.start or (datetime.fromisoformat(test_from) if test_from else None)
+
+    async def load() -> dict[str, Any]:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                # Features need MIN_HISTORY earlier candles; decisions before ``first_decision`` are dropped later.
+                start = int(first_decision.timestamp()) - 3600 * 3 * HISTORY_WINDOW if first_decision else None
                 end = int(args.end.timestamp()) if args.end else None
                 return dict(await load_candles(conn, symbols, settings.candle_granularity, start, end))
         finally:
             await engine.dispose()
 
-    candles = {s: df for s, df in asyncio.run(load()).items() if len(df)}
-    test_from = model.card.get("split", {}).get("test_from")
-    first_decision = args.start or (datetime.fromisoformat(test_from) if test_from else None)
+    loaded = asyncio.run(load())
+    candles = {s: df for s, df in loaded.items() if len(df)}
     if not candles:
-        console.print("cts backtest: no candles; run `cts ingest --source csv` first")
+        since = f"{first_decision:%Y-%m-%d}" if first_decision else "the first candle"
+        until = f"{args.end:%Y-%m-%d}" if args.end else "the last candle"
+        print(f"cts backtest: no candles of {', '.join(symbols)} from {since} to {until}", file=sys.stderr)
         return 1
-    with Progress(console=console) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("backtest", total=None)
 
         def tick(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
         result = run_backtest(candles, model, settings, progress=tick, start=first_decision)
+    if result.equity.empty:
+        print(
+            "cts backtest: no candle in the period has the features' full history; widen --start/--end",
+            file=sys.stderr,
+        )
+        return 1
     meta = {
         "model": model.file_name,
         "symbols": ",".join(sorted(candles)),
-        "from": min(str(r.index[0]) for r in [result.equity]) if not result.equity.empty else "",
-        "to": str(result.equity.index[-1]) if not result.equity.empty else "",
+        "granularity": settings.candle_granularity,
         "buy_threshold": settings.buy_threshold,
         "sell_threshold": settings.sell_threshold,
         "bridge_min_confidence": settings.bridge_min_confidence,
@@ -94,9 +138,19 @@ def run(args: argparse.Namespace) -> int:
         "taker_fee_rate": str(settings.paper_taker_fee_rate),
         "slippage_bps": str(settings.paper_slippage_bps),
     }
+    first = result.decisions[0].candle_time
+    last = result.decisions[-1].candle_time
+    warning = training_overlap(model.card, first, last)
     out = args.output or Path("reports") / f"backtest-{datetime.now(UTC):%Y%m%d_%H%M%S}"
-    paths = write_report(result, out, meta)
-    for key, value in result.metrics.items():
-        console.print(f"{key:>20}: {value}")
-    console.print(f"report: {paths['equity_png']} {paths['trades_csv']} {paths['summary_json']}")
+    paths = write_report(result, out, meta, [warning] if warning else [])
+    console.print(f"backtest of {', '.join(sorted(candles))} with {model.file_name}")
+    rows = headline(result)
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        console.print(f"  {label:<{width}}  {value}")
+    if warning:
+        console.print(f"[bold yellow]{warning}[/]")
+    console.print("report:")
+    for key, path in paths.items():
+        console.print(f"  {path}  ({FILE_NOTES[key]})")
     return 0
