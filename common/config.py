@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     def _check_combinations(self) -> Settings:
         if (self.grpc_tls_cert_file is None) != (self.grpc_tls_key_file is None):
             raise ValueError("GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE must be set together")
+        if self.execution_mode == "live" and self.market_data_source != "coinbase":
+            # Real orders only on live market data, never on replayed or stored candles.
+            raise ValueError("EXECUTION_MODE=live requires MARKET_DATA_SOURCE=coinbase")
         return self
 
     @property

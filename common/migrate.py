@@ -1,4 +1,8 @@
-"""Apply the Alembic migrations in migrations/ to a database (``cts migrate``, ``make run``, tests)."""
+"""Apply the Alembic migrations in migrations/ to a database (``cts migrate``, ``make run``, tests).
+
+A database without Alembic history that already holds the deployment guide's ``trading_signals`` /
+``trade_recommendations`` is adopted (migrations/adopt.py): checked first, then brought to the project's schema
+without losing or changing a row. Incompatible tables raise :class:`SchemaIncompatible` and nothing changes."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
+from migrations import adopt
+from migrations.adopt import SchemaIncompatible as SchemaIncompatible
 
 
 def alembic_config() -> Config:
@@ -19,6 +25,10 @@ def alembic_config() -> Config:
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    if _current(connection) is None:
+        # No history yet: a fresh database, or one created by the deployment guide's DDL. Check the guide's tables
+        # before Alembic writes anything (MySQL DDL is not transactional): incompatible -> nothing changes.
+        adopt.require_compatible(connection)
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)

@@ -155,7 +155,7 @@ trade_executions = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("recommendation_id", Integer, nullable=False),
-    # Deterministic (UUIDv5 of the recommendation): every retry and restart sends the same id.
+    # Deterministic (UUIDv5 of the installation id and the recommendation): every retry and restart sends the same id.
     Column("client_order_id", String(64), nullable=False),
     Column("exchange_order_id", String(100)),
     Column("mode", Enum(*EXECUTION_MODES, name="execution_mode"), nullable=False),
@@ -188,6 +188,9 @@ paper_balances = Table(
     Column("available", Money(30, 10), nullable=False),
     Column("updated_at", UtcDateTime(fsp=6), nullable=False, server_default=_NOW),
 )
+
+# system_control key of the id created once with the database (migration 0003): client_order_ids derive from it.
+INSTALLATION_ID_KEY = "installation_id"
 
 # Small key/value table read by every replica, for example the trading halt ("trading_halt").
 system_control = Table(

@@ -21,6 +21,8 @@ class Recommendation:
     entry_price: Decimal | None
     status: str
     status_reason: str
+    # Mock data: the recommendation or its signal has is_mock set (replayed candles, a paper execution).
+    is_mock: bool = False
 
     @property
     def side(self) -> str:

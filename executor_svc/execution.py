@@ -2,10 +2,13 @@
 
 1. The recommendation must exist (NOT_FOUND), be a BUY or SELL with a positive size (FAILED_PRECONDITION).
 2. Already final: return the recorded result, place nothing.
+The client_order_id is derived from the installation id and the recommendation id (executor_svc.client_order_id);
+an execution already recorded keeps the id it stored.
 Paper: 3-4 happen in one transaction per batch (executor_svc.repository.PaperSettlement): the recommendation rows
 are locked, the fill is computed against the paper ledger and the execution, the recommendation and the balances
 are written and committed together. Nothing leaves the database, so a crash leaves all of it or none of it.
 Live:
+   A recommendation from mock data (it or its signal has is_mock) is refused (FAILED_PRECONDITION, nothing sent).
 3. Commit the execution row (status PENDING, deterministic client_order_id) BEFORE anything is sent.
 4. In one transaction that holds that row (FOR UPDATE on MySQL, the writer lock on SQLite): if another caller
    finished it meanwhile, return that; else send (or re-send after a crash: the same client_order_id, which
@@ -66,6 +69,7 @@ class Executor:
         self.broker = broker
         self.clock = clock
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._installation_id: str | None = None
         self._paper: GroupCommit[int, ExecutionResult] | None = (
             GroupCommit(self._settle_paper, max_batch) if broker.mode == "PAPER" else None
         )
@@ -77,6 +81,8 @@ class Executor:
 
     async def process(self, recommendation_id: int) -> ExecutionResult:
         self.validate_id(recommendation_id)
+        if self._installation_id is None:  # read once: it never changes for a database
+            self._installation_id = await self.repository.installation_id()
         if self._paper is not None:
             return await self._paper.submit(recommendation_id)
         lock = self._locks[recommendation_id]
@@ -99,7 +105,7 @@ class Executor:
             return ExecutionResult(
                 recommendation_id=rec.id,
                 status=rec.status,
-                client_order_id=client_order_id(rec.id),
+                client_order_id=self._client_order_id(rec.id),
                 mode=self.broker.mode,
                 symbol=rec.symbol,
                 side=rec.side,
@@ -107,18 +113,27 @@ class Executor:
                 replayed=True,
             )
         self._check(rec)
+        if self.broker.mode == "LIVE" and rec.is_mock:
+            raise FailedPreconditionError(
+                f"recommendation {rec.id} comes from mock data (is_mock): live mode places no order for it"
+            )
         if record is not None and record.mode != self.broker.mode:
             raise FailedPreconditionError(
                 f"recommendation {rec.id} was started in {record.mode} mode; this executor runs {self.broker.mode}"
             )
         return OrderRequest(
             recommendation_id=rec.id,
-            client_order_id=client_order_id(rec.id),
+            # An execution already recorded (a restart, an earlier version) keeps its stored id.
+            client_order_id=record.client_order_id if record is not None else self._client_order_id(rec.id),
             symbol=rec.symbol,
             side=rec.side,
             quote_size=rec.amount_usd,
             base_size=rec.amount_crypto or Decimal(0),
         )
+
+    def _client_order_id(self, recommendation_id: int) -> str:
+        assert self._installation_id is not None  # process() reads it first
+        return client_order_id(self._installation_id, recommendation_id)
 
     async def _settle_paper(self, ids: list[int]) -> dict[int, ExecutionResult | Exception]:
         settled: list[tuple[Recommendation, OrderRequest, OrderOutcome]] = []

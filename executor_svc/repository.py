@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -16,7 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from common.clock import as_utc
 from common.database import is_lock_conflict
 from common.sql import insert_ignore
-from common.tables import market_candles, paper_balances, system_control, trade_executions, trade_recommendations
+from common.tables import (
+    INSTALLATION_ID_KEY,
+    market_candles,
+    paper_balances,
+    system_control,
+    trade_executions,
+    trade_recommendations,
+    trading_signals,
+    trading_signals_archive,
+)
 from executor_svc.domain import ExecutionRecord, OrderOutcome, Recommendation
 
 _e = trade_executions.c
@@ -25,7 +35,7 @@ T = TypeVar("T")
 SETTLEMENT_ATTEMPTS = 3
 
 
-def _recommendation(row: Any) -> Recommendation:
+def _recommendation(row: Any, signal_is_mock: bool = False) -> Recommendation:
     return Recommendation(
         id=row.id,
         symbol=row.symbol,
@@ -35,6 +45,7 @@ def _recommendation(row: Any) -> Recommendation:
         entry_price=row.entry_price,
         status=row.execution_status or "PENDING",
         status_reason=row.status_reason or "",
+        is_mock=bool(row.is_mock) or signal_is_mock,
     )
 
 
@@ -61,9 +72,39 @@ class ExecutorRepository:
         self.engine = engine
 
     async def recommendation(self, recommendation_id: int) -> Recommendation | None:
+        """The recommendation, mock when it or its signal (live or archived) has is_mock set."""
+        live, archived = trading_signals.alias("live_signal"), trading_signals_archive.alias("archived_signal")
+        query = (
+            select(
+                trade_recommendations,
+                live.c.is_mock.label("live_signal_mock"),
+                archived.c.is_mock.label("archived_signal_mock"),
+            )
+            .select_from(
+                trade_recommendations.outerjoin(live, live.c.id == _r.signal_id).outerjoin(
+                    archived, archived.c.id == _r.signal_id
+                )
+            )
+            .where(_r.id == recommendation_id)
+        )
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(trade_recommendations).where(_r.id == recommendation_id))).first()
-        return _recommendation(row) if row is not None else None
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return _recommendation(row, bool(row.live_signal_mock) or bool(row.archived_signal_mock))
+
+    async def installation_id(self) -> str:
+        """The id created with the database (migration 0003); recreated (random) only if someone deleted it."""
+        query = select(system_control.c.value).where(system_control.c.key == INSTALLATION_ID_KEY)
+        async with self.engine.begin() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+            if value is None:
+                await conn.execute(
+                    insert_ignore(conn, system_control),
+                    {"key": INSTALLATION_ID_KEY, "value": str(uuid.uuid4()), "updated_by": "executor"},
+                )
+                value = (await conn.execute(query)).scalar_one()
+        return str(value)
 
     async def execution(self, recommendation_id: int) -> ExecutionRecord | None:
         async with self.engine.connect() as conn:
@@ -286,6 +327,9 @@ class PaperSettlement:
                     pending_key=None,
                     claimed_by=None,
                     claimed_until=None,
+                    # A paper execution is not a real trade: `execution_status = 'EXECUTED' AND is_mock = 0`
+                    # counts real trades only.
+                    is_mock=True,
                     updated_at=bindparam("b_now"),
                 ),
                 self._recommendations,

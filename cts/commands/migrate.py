@@ -1,15 +1,18 @@
-"""`cts migrate`: bring DATABASE_URL to the latest schema (idempotent)."""
+"""`cts migrate`: bring DATABASE_URL to the latest schema (idempotent). A database created by the original
+deployment guide's DDL is adopted (migrations/adopt.py); incompatible tables change nothing, name every difference
+and exit 1."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from common.database import create_engine, describe_url
-from common.migrate import current_revision, upgrade
+from common.migrate import SchemaIncompatible, current_revision, upgrade
 from cts.settings import settings_or_exit
 
-HELP = "apply database migrations (Alembic) to DATABASE_URL"
+HELP = "apply database migrations (Alembic) to DATABASE_URL, adopting the deployment guide's existing tables"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +30,10 @@ async def _migrate(database_url: str, revision: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
-    revision = asyncio.run(_migrate(settings.database_url, args.revision))
+    try:
+        revision = asyncio.run(_migrate(settings.database_url, args.revision))
+    except SchemaIncompatible as exc:
+        print(f"cts migrate: {describe_url(settings.database_url)}: {exc}", file=sys.stderr)
+        return 1
     print(f"{describe_url(settings.database_url)} is at revision {revision}")
     return 0

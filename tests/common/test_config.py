@@ -27,7 +27,12 @@ def test_defaults_are_the_embedded_setup() -> None:
 
 def test_environment_overrides_and_lists() -> None:
     settings = load_settings(
-        {"SIGNAL_BRIDGE_PORT": "9100", "SYMBOL_DENYLIST": "doge-usd, shib-usd", "EXECUTION_MODE": "live"}
+        {
+            "SIGNAL_BRIDGE_PORT": "9100",
+            "SYMBOL_DENYLIST": "doge-usd, shib-usd",
+            "EXECUTION_MODE": "live",
+            "MARKET_DATA_SOURCE": "coinbase",
+        }
     )
     assert settings.signal_bridge_port == 9100
     assert settings.symbol_denylist == ["DOGE-USD", "SHIB-USD"]
@@ -56,6 +61,27 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     message = str(info.value)
     assert message.startswith(f"{variable}:")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("source", [None, "replay", "database"])
+def test_live_mode_requires_live_market_data(source: str | None) -> None:
+    env = {"EXECUTION_MODE": "live"} | ({"MARKET_DATA_SOURCE": source} if source else {})
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value) == "CONFIGURATION: EXECUTION_MODE=live requires MARKET_DATA_SOURCE=coinbase"
+    assert load_settings({**env, "MARKET_DATA_SOURCE": "coinbase"}).execution_mode == "live"
+    assert load_settings({"MARKET_DATA_SOURCE": "replay"}).execution_mode == "paper"
+
+
+def test_live_mode_without_live_market_data_stops_the_executor() -> None:
+    env = {"EXECUTION_MODE": "live", "MARKET_DATA_SOURCE": "replay", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "executor_svc"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "EXECUTION_MODE=live requires MARKET_DATA_SOURCE=coinbase" in lines[0]
 
 
 def test_error_never_contains_the_value() -> None:

@@ -14,7 +14,13 @@ from sqlalchemy import func, select
 
 from common.database import create_engine
 from common.server import running_service
-from common.tables import paper_balances, trade_executions, trade_recommendations
+from common.tables import (
+    INSTALLATION_ID_KEY,
+    paper_balances,
+    system_control,
+    trade_executions,
+    trade_recommendations,
+)
 from crypto_trading.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 from executor_svc.client_order_id import client_order_id
 from executor_svc.server import DEFINITION
@@ -46,6 +52,7 @@ def live_settings(url: str, fake: FakeCoinbase, **extra: Any) -> Any:
     return make_settings(
         url,
         execution_mode="live",
+        market_data_source="coinbase",
         coinbase_api_base_url=fake.base_url,
         coinbase_api_key_name=fake.key_name,
         coinbase_api_private_key=fake.private_key_pem,
@@ -62,6 +69,12 @@ async def process(port: int, rec_id: int) -> executor_pb2.ExecutionResult:
             executor_pb2.ProcessRecommendationRequest(recommendation_id=rec_id), timeout=30
         )
         return response.result
+
+
+async def installation_id(engine: Any) -> str:
+    async with engine.connect() as conn:
+        query = select(system_control.c.value).where(system_control.c.key == INSTALLATION_ID_KEY)
+        return str((await conn.execute(query)).scalar_one())
 
 
 async def rec_status(engine: Any, rec_id: int) -> str:
@@ -82,7 +95,7 @@ async def test_paper_buy_then_sell_and_replay(database_url: str, engine: Any) ->
         first = await process(service.port, buy)
         assert first.status == EXECUTED
         assert first.mode == common_pb2.EXECUTION_MODE_PAPER
-        assert first.client_order_id == client_order_id(buy)
+        assert first.client_order_id == client_order_id(await installation_id(engine), buy)
         assert Decimal(first.average_price) == Decimal("9004.5")  # 5 bps slippage against us
         assert Decimal(first.filled_size) == (Decimal(100) / Decimal("9004.5")).quantize(Decimal("1e-8"), "ROUND_DOWN")
         assert Decimal(first.fees) == (Decimal(first.filled_size) * Decimal("9004.5") * Decimal("0.006")).quantize(
@@ -266,6 +279,7 @@ async def test_live_mode_refuses_bad_credentials(database_url: str, fake: FakeCo
         settings = make_settings(
             database_url,
             execution_mode="live",
+            market_data_source="coinbase",
             coinbase_api_base_url=fake.base_url,
             coinbase_api_key_name=key_name,
             coinbase_api_private_key=key,

@@ -37,6 +37,7 @@ async def test_live_run_with_debug_logs_prints_no_key_and_no_jwt(database_url: s
             LOG_LEVEL="DEBUG",
             LOG_FORMAT="json",
             EXECUTION_MODE="live",
+            MARKET_DATA_SOURCE="coinbase",
             COINBASE_API_BASE_URL=fake.base_url,
             COINBASE_API_KEY_NAME=fake.key_name,
             COINBASE_API_PRIVATE_KEY=fake.private_key_pem,
