@@ -2,6 +2,8 @@
 # One image for the four services and the operator CLI. The command chooses what runs:
 #   cts serve generator | bridge | orchestrator | executor     (same as python -m <service>_svc)
 #   cts migrate                                                (the db-migrate Job)
+#   cts archive --older-than 30d                               (the db-archive CronJob)
+#   cts health                                                 (kubectl exec: GET /health on the metrics port)
 # Build from the repository root with the trained model in models/ (the .joblib and its .json card):
 #   docker build -t crypto-trading-system:0.1.0 .
 # No secrets are baked in: DATABASE_URL and the Coinbase key come from the environment (Kubernetes Secrets).
@@ -39,7 +41,9 @@ RUN groupadd --system --gid 10001 cts \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin cts
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The model the generator loads (MODEL_DIR=/app/models), owned by root and read-only for the service user.
+# The model the generator loads (MODEL_DIR=/app/models), owned by root and read-only for the service user. On
+# Kubernetes /app/models is a volume: the init container seed-models copies this model into it when it is empty,
+# and new models arrive with `kubectl cp` (which needs tar in the image: the Debian base has it).
 COPY models/ /app/models/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -24,12 +24,17 @@ from common.channels import server_credentials
 from common.config import Settings, load_settings
 from common.database import create_engine, describe_url, is_database_unavailable, ping
 from common.logs import configure_logging, register_secret
-from common.metrics import LOOP_CYCLE_SECONDS, LOOP_ERRORS, RPC_LATENCY, start_metrics_server
+from common.metrics import LOOP_CYCLE_SECONDS, LOOP_ERRORS, RPC_LATENCY, SERVING_STATUS, MetricsServer, serve_metrics
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# The gRPC health name for liveness probes: SERVING from the moment the server listens until shutdown starts,
+# whatever the database or Coinbase say (a restart fixes neither). Readiness asks for the service's own name.
+LIVENESS_SERVICE_NAME = "liveness"
+# How long the metrics port's /health and /live wait for the event loop to answer.
+HTTP_HEALTH_TIMEOUT_SECONDS = 2.0
 
 _CODES: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
     (errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -183,15 +188,17 @@ class ServiceHost:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.problem: str | None = "starting"
+        self.metrics: MetricsServer | None = None
+        self._statuses: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._parts: ServiceParts | None = None
         self._stopped = asyncio.Event()
 
     async def start(self, port: int | None = None, host: str | None = None) -> int:
         """Build the service, bind (port 0 picks a free one) and start serving. Returns the bound port."""
-        names = ("", self.definition.full_service_name)
-        for name in names:
-            await self.health.set(name, NOT_SERVING)
+        self._loop = asyncio.get_running_loop()
+        await self._set_health(("", self.definition.full_service_name, LIVENESS_SERVICE_NAME), NOT_SERVING)
         self._parts = await self.definition.build(self.settings, self.engine)
         # so_reuseport off: a second copy of a service on the same port must fail, not share the port.
         server = grpc.aio.server(interceptors=[DomainErrorInterceptor()], options=[("grpc.so_reuseport", 0)])
@@ -211,6 +218,7 @@ class ServiceHost:
             raise errors.StartupError(f"cannot listen on {bind}: the port is in use or the address is invalid")
         await server.start()
         self.server = server
+        await self._set_health((LIVENESS_SERVICE_NAME,), SERVING)
         await self.refresh_health()
         self._tasks.append(asyncio.create_task(self._monitor_health(), name="health-monitor"))
         for job in self._parts.background:
@@ -238,8 +246,57 @@ class ServiceHost:
         self.problem = problem
         status = NOT_SERVING if problem else SERVING
         if not self._stopped.is_set():
-            for name in ("", self.definition.full_service_name):
-                await self.health.set(name, status)
+            await self._set_health(("", self.definition.full_service_name), status)
+
+    async def _set_health(self, names: Sequence[str], status: int) -> None:
+        for name in names:
+            await self.health.set(name, status)
+            self._statuses[name] = status
+        if self.definition.full_service_name in names:
+            SERVING_STATUS.labels(self.definition.name).set(1 if status == SERVING else 0)
+
+    async def health_report(self, name: str | None = None) -> dict[str, Any]:
+        """What the gRPC health service reports for ``name`` (the service's own name by default), as JSON-able
+        data for the metrics port's /health: service, status and, when not serving, the reason."""
+        name = self.definition.full_service_name if name is None else name
+        status = self._statuses.get(name, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        report: dict[str, Any] = {
+            "service": name,
+            "name": self.definition.name,
+            "status": health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+        }
+        if status != SERVING:
+            report["reason"] = "shutting down" if self._stopped.is_set() else self.problem
+        return report
+
+    def _report_from_thread(self, name: str | None) -> dict[str, Any]:
+        """Called by the metrics HTTP thread: asks the event loop, so a stuck or stopped loop is not healthy."""
+        if self._loop is None or self._loop.is_closed():
+            raise RuntimeError("the event loop is not running")
+        future = asyncio.run_coroutine_threadsafe(self.health_report(name), self._loop)
+        return future.result(timeout=HTTP_HEALTH_TIMEOUT_SECONDS)
+
+    def _live_report_from_thread(self) -> dict[str, Any]:
+        report = self._report_from_thread(LIVENESS_SERVICE_NAME)
+        if report["status"] == "SERVING":
+            report["status"] = "ALIVE"
+        return report
+
+    def start_metrics(self, port: int, host: str | None = None) -> int:
+        """Serve /metrics, /health and /live on ``port`` (0: any free port). Returns the bound port."""
+        bind = host or self.settings.bind_host
+        try:
+            self.metrics = serve_metrics(
+                port,
+                bind,
+                health=lambda: self._report_from_thread(None),
+                live=self._live_report_from_thread,
+            )
+        except OSError:
+            raise errors.StartupError(
+                f"cannot serve metrics on {bind}:{port}: the port is in use or the address is invalid"
+            ) from None
+        return self.metrics.port
 
     async def _monitor_health(self) -> None:
         while True:
@@ -256,6 +313,9 @@ class ServiceHost:
             return
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
+        for name in self._statuses:
+            self._statuses[name] = NOT_SERVING
+        SERVING_STATUS.labels(self.definition.name).set(0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -270,6 +330,9 @@ class ServiceHost:
                 except Exception:
                     log.exception("stop hook failed")
         await self.engine.dispose()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
+            self.metrics = None
         log.info("%s stopped", self.definition.name)
 
     async def wait_stopped(self) -> None:
@@ -317,13 +380,21 @@ async def run_periodically(
 
 @contextlib.asynccontextmanager
 async def running_service(
-    definition: ServiceDefinition, settings: Settings, *, port: int = 0, host: str = "127.0.0.1"
+    definition: ServiceDefinition,
+    settings: Settings,
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    metrics_port: int | None = None,
 ) -> AsyncIterator[ServiceHost]:
-    """Start a service in this event loop (tests, benchmarks). Stops it on exit."""
+    """Start a service in this event loop (tests, benchmarks). Stops it on exit. With ``metrics_port`` (0: any
+    free port) it also serves /metrics, /health and /live (``service.metrics.port``)."""
     engine = create_engine(settings.database_url)
     service = ServiceHost(definition, settings, engine)
     try:
         await service.start(port=port, host=host)
+        if metrics_port is not None:
+            service.start_metrics(metrics_port, host)
         yield service
     finally:
         await service.stop(grace=1.0)
@@ -341,7 +412,12 @@ async def _serve(definition: ServiceDefinition, settings: Settings) -> int:
     except BaseException:
         await engine.dispose()
         raise
-    start_metrics_server(definition.metrics_port(settings), settings.bind_host)
+    if definition.metrics_port(settings):
+        try:
+            service.start_metrics(definition.metrics_port(settings))
+        except errors.StartupError:
+            await service.stop(grace=0)
+            raise
     await stop_requested.wait()
     log.info("%s: shutdown requested, draining for up to %ss", definition.name, settings.shutdown_grace_seconds)
     await service.stop()

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from common.clock import Clock
-from common.metrics import RECOMMENDATIONS
+from common.metrics import RECOMMENDATIONS, TRADING_HALTED
 
 log = logging.getLogger(__name__)
 EXECUTED, FAILED, CANCELLED, PENDING = 2, 3, 4, 1  # crypto_trading.v1.ExecutionStatus values
@@ -91,6 +91,7 @@ class Orchestrator:
             result.cancelled.append(Outcome(rec_id, CANCELLED, reason))
             RECOMMENDATIONS.labels("CANCELLED").inc()
             log.info("Cancelled recommendation %d: %s", rec_id, reason, extra={"recommendation_id": rec_id})
+        TRADING_HALTED.set(1 if opening.halt.halted else 0)
         if opening.halt.halted:
             result.halted = True
             result.remaining = await self.repository.remaining(pending_since)

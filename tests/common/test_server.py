@@ -12,14 +12,22 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import generate_latest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge_svc.server import DEFINITION as BRIDGE
-from common.server import ServiceDefinition, ServiceHost, running_service
+from common.server import (
+    HTTP_HEALTH_TIMEOUT_SECONDS,
+    LIVENESS_SERVICE_NAME,
+    ServiceDefinition,
+    ServiceHost,
+    running_service,
+)
 from crypto_trading.v1.bridge_pb2 import BridgeRequest
 from crypto_trading.v1.bridge_pb2_grpc import SignalBridgeServiceStub
 from crypto_trading.v1.executor_pb2 import ProcessRecommendationRequest
@@ -27,6 +35,7 @@ from crypto_trading.v1.executor_pb2_grpc import TradeExecutorServiceStub
 from executor_svc.server import DEFINITION as EXECUTOR
 from orchestrator_svc.server import DEFINITION as ORCHESTRATOR
 from tests.conftest import make_settings
+from tests.support.fake_coinbase import FakeCoinbase
 from tests.support.tcp_proxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -155,3 +164,129 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+# --- the metrics port: /health (readiness, as gRPC health reports it), /live (liveness), /metrics --------------
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"http://127.0.0.1:{port}{path}")
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize("definition", LIGHT_SERVICES, ids=lambda d: d.name)
+async def test_metrics_port_answers_health_live_and_metrics(definition: ServiceDefinition, database_url: str) -> None:
+    async with running_service(definition, make_settings(database_url), metrics_port=0) as service:
+        assert service.metrics is not None
+        port = service.metrics.port
+        code, body = await http_get(port, "/health")
+        assert (code, body) == (
+            200,
+            {"service": definition.full_service_name, "name": definition.name, "status": "SERVING"},
+        )
+        assert await health_status(service.port, definition.full_service_name) == SERVING
+        code, body = await http_get(port, "/live")
+        assert code == 200
+        assert body["status"] == "ALIVE"
+        assert await health_status(service.port, LIVENESS_SERVICE_NAME) == SERVING
+        async with httpx.AsyncClient(timeout=10) as client:
+            metrics = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert metrics.status_code == 200
+        assert f'cts_health_serving{{service="{definition.name}"}} 1.0' in metrics.text
+        assert "cts_rpc_latency_seconds" in metrics.text
+    assert f'cts_health_serving{{service="{definition.name}"}} 0.0' in generate_latest().decode()
+
+
+async def test_health_is_503_with_the_reason_while_live_stays_200(tmp_path: Path) -> None:
+    """Database unreachable: gRPC health and /health say NOT_SERVING (503, with the reason); the liveness name and
+    /live still say the process is alive, so Kubernetes takes the pod out of the Service but does not restart it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    url = f"sqlite+aiosqlite:///{blocker}/db.sqlite"
+    host = ServiceHost(BRIDGE, make_settings(url), create_async_engine(url))
+    await host.start(port=0, host="127.0.0.1")
+    port = host.start_metrics(0, "127.0.0.1")
+    try:
+        assert await health_status(host.port, BRIDGE.full_service_name) == NOT_SERVING
+        code, body = await http_get(port, "/health")
+        assert code == 503
+        assert body["status"] == "NOT_SERVING"
+        assert body["service"] == BRIDGE.full_service_name
+        assert "database" in str(body["reason"])
+        assert await health_status(host.port, LIVENESS_SERVICE_NAME) == SERVING
+        assert (await http_get(port, "/live"))[0] == 200
+    finally:
+        await host.stop(grace=0.5)
+    assert host.metrics is None  # the metrics port closes with the service
+    assert await host.health_report() == {
+        "service": BRIDGE.full_service_name,
+        "name": "bridge",
+        "status": "NOT_SERVING",
+        "reason": "shutting down",
+    }
+    assert (await host.health_report(LIVENESS_SERVICE_NAME))["status"] == "NOT_SERVING"
+    with pytest.raises(httpx.ConnectError):
+        await http_get(port, "/health")
+
+
+async def test_a_stuck_event_loop_is_neither_ready_nor_live(database_url: str) -> None:
+    async with running_service(BRIDGE, make_settings(database_url), metrics_port=0) as service:
+        assert service.metrics is not None
+        port = service.metrics.port
+
+        def blocked_probe(path: str) -> httpx.Response:
+            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+
+        probe = asyncio.get_running_loop().run_in_executor(None, blocked_probe, "/live")
+        time.sleep(HTTP_HEALTH_TIMEOUT_SECONDS + 0.5)  # noqa: ASYNC251 - the point: the event loop is stuck
+        response = await probe
+        assert response.status_code == 503
+        assert response.json()["status"] == "UNKNOWN"
+
+
+def test_metrics_port_in_use_stops_the_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+            SIGNAL_BRIDGE_PORT=str(_free_port()),
+            SIGNAL_BRIDGE_METRICS_PORT=str(taken.getsockname()[1]),
+            BIND_HOST="127.0.0.1",
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge_svc"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    assert result.returncode == 1
+    assert "cannot start: cannot serve metrics on 127.0.0.1:" in result.stderr
+
+
+async def test_a_coinbase_outage_makes_the_live_executor_unready_but_never_dead(database_url: str) -> None:
+    """Liveness never depends on Coinbase: the live executor whose credentials Coinbase refuses is NOT_SERVING
+    (readiness, /health 503) while the liveness name and /live say the process is alive."""
+    fake = FakeCoinbase().start()
+    fake.faults.extend(["401"] * 50)
+    settings = make_settings(
+        database_url,
+        execution_mode="live",
+        market_data_source="coinbase",
+        coinbase_api_base_url=fake.base_url,
+        coinbase_api_key_name=fake.key_name,
+        coinbase_api_private_key=fake.private_key_pem,
+        coinbase_backoff_seconds=0.01,
+        coinbase_max_retries=1,
+    )
+    try:
+        async with running_service(EXECUTOR, settings, metrics_port=0) as service:
+            assert service.metrics is not None
+            assert await health_status(service.port, EXECUTOR.full_service_name) == NOT_SERVING
+            code, body = await http_get(service.metrics.port, "/health")
+            assert (code, body["status"]) == (503, "NOT_SERVING")
+            assert "Coinbase" in str(body["reason"])
+            assert fake.private_key_pem.splitlines()[1] not in str(body)
+            assert await health_status(service.port, LIVENESS_SERVICE_NAME) == SERVING
+            assert (await http_get(service.metrics.port, "/live"))[0] == 200
+    finally:
+        fake.stop()

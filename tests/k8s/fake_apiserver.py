@@ -18,10 +18,12 @@ RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
         ("configmaps", "ConfigMap", True),
         ("secrets", "Secret", True),
         ("services", "Service", True),
+        ("persistentvolumeclaims", "PersistentVolumeClaim", True),
     ],
     "apps/v1": [("deployments", "Deployment", True)],
-    "batch/v1": [("jobs", "Job", True)],
+    "batch/v1": [("jobs", "Job", True), ("cronjobs", "CronJob", True)],
     "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy", True)],
+    "discovery.k8s.io/v1": [("endpointslices", "EndpointSlice", True)],
 }
 
 

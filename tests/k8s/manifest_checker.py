@@ -1,8 +1,9 @@
 """Checks that the Kubernetes manifest agrees with the code: every expected value is derived from the services'
 definitions (DEFINITION in <svc>/server.py) and the Settings fields and defaults (common/config.py).
 
-``manifest_problems(documents)`` returns one line per disagreement (empty when consistent), so the tests can also
-prove that a changed port or name is caught."""
+``manifest_problems(documents, secrets)`` returns one line per disagreement (empty when consistent), so the tests
+can also prove that a changed port or name is caught. The Secrets live in k8s/secrets.example.yaml, never in the
+manifest (re-applying the manifest must not reset credentials)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from typing import Any
 import yaml
 
 from common.config import Settings, load_settings
-from common.errors import ConfigError
-from common.server import ServiceDefinition
+from common.errors import ConfigError, InvalidArgumentError
+from common.server import LIVENESS_SERVICE_NAME, ServiceDefinition
+from cts.archive import parse_age
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "k8s" / "crypto-trading-system-final.yaml"
+SECRETS_EXAMPLE = ROOT / "k8s" / "secrets.example.yaml"
 NAMESPACE = "crypto-trading"
 SERVICE_NAMES = ("generator", "bridge", "orchestrator", "executor")
 # The Kubernetes names the operators' runbook uses (issue 8), by service definition name. Everything else (ports,
@@ -31,6 +34,10 @@ KUBERNETES_NAMES = {
 }
 NON_ROOT_UID = 10001
 MODEL_DIR_IN_IMAGE = "/app/models"
+# The existing MySQL server the guide's deployment uses, behind the selector-less Service "mysql".
+DATABASE_SERVICE = "mysql"
+DATABASE_ADDRESS = "172.22.32.1"
+DATABASE_PORT = 3306
 
 Doc = dict[str, Any]
 
@@ -66,6 +73,17 @@ def find(documents: Iterable[Doc], kind: str, name: str) -> Doc | None:
     return None
 
 
+def pod_spec(doc: Doc) -> Doc:
+    """The pod template's spec of a Deployment, Job or CronJob ({} for anything else)."""
+    spec = doc.get("spec") or {}
+    if doc.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    elif doc.get("kind") not in ("Deployment", "Job"):
+        return {}
+    pod: Doc = (spec.get("template") or {}).get("spec") or {}
+    return pod
+
+
 def _selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(key) == value for key, value in (selector or {}).items())
 
@@ -79,8 +97,9 @@ def _port_number(value: object, named: Mapping[str, int]) -> int | None:
 
 
 class _Checker:
-    def __init__(self, documents: list[Doc]) -> None:
+    def __init__(self, documents: list[Doc], secrets: list[Doc]) -> None:
         self.docs = documents
+        self.secrets = secrets
         self.problems: list[str] = []
         self.definitions = definitions()
 
@@ -90,7 +109,7 @@ class _Checker:
     # --- the pieces -------------------------------------------------------------------------------------------
 
     def config_data(self, kind: str, name: str, where: str) -> dict[str, str]:
-        doc = find(self.docs, kind, name)
+        doc = find(self.secrets if kind == "Secret" else self.docs, kind, name)
         if doc is None:
             self.problem(f"{where}: references {kind} {name!r}, which the manifest does not define")
             return {}
@@ -136,7 +155,7 @@ class _Checker:
             # Service links inject e.g. SIGNAL_BRIDGE_PORT=tcp://10.0.0.7:8022, which collides with the port settings.
             self.problem(f"{where}: enableServiceLinks must be false (service link env vars collide with Settings)")
         mounted_tmp = False
-        for container in pod.get("containers") or []:
+        for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
             security = container.get("securityContext") or {}
             seccomp = (security.get("seccompProfile") or pod_security.get("seccompProfile") or {}).get("type")
             if (
@@ -218,10 +237,12 @@ class _Checker:
             if grpc_probe.get("port") != port:
                 self.problem(f"{where}: {probe_kind} probes port {grpc_probe.get('port')}, the service is on {port}")
             service = grpc_probe.get("service") or ""
+            # Liveness (and start-up, which gates it) must not depend on the database or Coinbase: a restart
+            # fixes neither. The liveness name is SERVING while the process runs; readiness follows dependencies.
             allowed = {
                 "readinessProbe": {definition.full_service_name},
-                "livenessProbe": {""},
-                "startupProbe": {"", definition.full_service_name},
+                "livenessProbe": {LIVENESS_SERVICE_NAME},
+                "startupProbe": {LIVENESS_SERVICE_NAME},
             }[probe_kind]
             if service not in allowed:
                 self.problem(f"{where}: {probe_kind} asks for health of {service!r}, expected one of {sorted(allowed)}")
@@ -363,9 +384,9 @@ class _Checker:
         environments: dict[str, dict[str, str]] = {}
         images = set()
         for doc in self.docs:
-            if doc.get("kind") in ("Deployment", "Job"):
-                for container in doc["spec"]["template"]["spec"].get("containers") or []:
-                    images.add(container.get("image"))
+            pod = pod_spec(doc)
+            for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+                images.add(container.get("image"))
         if len(images) != 1:
             self.problem(f"every workload must run the same image, found {sorted(map(str, images))}")
         for name, k8s_name in KUBERNETES_NAMES.items():
@@ -385,7 +406,7 @@ class _Checker:
         for name, environ in environments.items():
             if name != "executor" and any(key.startswith("COINBASE_API_") and "KEY" in key for key in environ):
                 self.problem(f"{KUBERNETES_NAMES[name]}: only the executor may get the Coinbase key")
-        for doc in self.docs:
+        for doc in self.secrets:
             if doc.get("kind") == "Secret":
                 values = {**(doc.get("stringData") or {}), **(doc.get("data") or {})}
                 for key, value in values.items():
@@ -395,20 +416,137 @@ class _Checker:
     def check_namespace(self) -> None:
         if find(self.docs, "Namespace", NAMESPACE) is None:
             self.problem(f"no Namespace {NAMESPACE!r}")
-        for doc in self.docs:
+        for doc in [*self.docs, *self.secrets]:
             if doc.get("kind") != "Namespace" and doc.get("metadata", {}).get("namespace") != NAMESPACE:
                 self.problem(f"{doc.get('kind')} {doc.get('metadata', {}).get('name')}: not in namespace {NAMESPACE}")
 
+    def check_no_secrets(self) -> None:
+        for doc in self.docs:
+            if doc.get("kind") == "Secret":
+                self.problem(
+                    f"Secret {doc['metadata']['name']}: must not be in the manifest (re-applying it would reset "
+                    "credentials); it belongs in k8s/secrets.example.yaml"
+                )
+        for doc in self.secrets:
+            if doc.get("kind") != "Secret":
+                self.problem(f"k8s/secrets.example.yaml: {doc.get('kind')} is not a Secret")
+
+    def check_database_service(self) -> None:
+        """DATABASE_URL names the selector-less Service "mysql", whose EndpointSlice points at the MySQL server."""
+        url = self.config_data("Secret", "crypto-trading-database", "database Secret").get("DATABASE_URL", "")
+        host_port = url.rpartition("@")[2].partition("/")[0]
+        host, _, port = host_port.partition(":")
+        hosts = {DATABASE_SERVICE, f"{DATABASE_SERVICE}.{NAMESPACE}", f"{DATABASE_SERVICE}.{NAMESPACE}.svc"}
+        if host not in hosts | {f"{DATABASE_SERVICE}.{NAMESPACE}.svc.cluster.local"} or port != str(DATABASE_PORT):
+            self.problem(f"DATABASE_URL must reach the database as {DATABASE_SERVICE}:{DATABASE_PORT}, not {host_port}")
+        service = find(self.docs, "Service", DATABASE_SERVICE)
+        if service is None:
+            self.problem(f"no Service {DATABASE_SERVICE!r} for the database")
+            return
+        spec = service.get("spec") or {}
+        if spec.get("selector"):
+            self.problem(f"Service {DATABASE_SERVICE}: must have no selector (its endpoints are the external server)")
+        ports = spec.get("ports") or []
+        service_port = next((p for p in ports if p.get("port") == DATABASE_PORT), None)
+        if service_port is None:
+            self.problem(f"Service {DATABASE_SERVICE}: no port {DATABASE_PORT}")
+            return
+        slices = [
+            doc
+            for doc in self.docs
+            if doc.get("kind") == "EndpointSlice"
+            and ((doc.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name") == DATABASE_SERVICE
+        ]
+        if not slices:
+            self.problem(f"no EndpointSlice labelled kubernetes.io/service-name: {DATABASE_SERVICE}")
+        for endpoint_slice in slices:
+            where = f"EndpointSlice {endpoint_slice['metadata']['name']}"
+            slice_ports = {(p.get("name"), p.get("port")) for p in endpoint_slice.get("ports") or []}
+            target = service_port.get("targetPort", DATABASE_PORT)
+            if (service_port.get("name"), target) not in slice_ports:
+                self.problem(f"{where}: needs port {service_port.get('name')!r} {target} (the Service's target port)")
+            addresses = [a for e in endpoint_slice.get("endpoints") or [] for a in e.get("addresses") or []]
+            if addresses != [DATABASE_ADDRESS]:
+                self.problem(f"{where}: addresses {addresses}, the database is at {DATABASE_ADDRESS}")
+
+    def check_models_volume(self) -> None:
+        """/app/models (MODEL_DIR) is a PersistentVolumeClaim, seeded by an init container from the image."""
+        deployment = find(self.docs, "Deployment", KUBERNETES_NAMES["generator"])
+        if deployment is None:
+            return
+        where = f"Deployment {KUBERNETES_NAMES['generator']}"
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        container = pod["containers"][0]
+        mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == MODEL_DIR_IN_IMAGE), None)
+        claim = ((volumes.get(mount["name"]) or {}) if mount else {}).get("persistentVolumeClaim") or {}
+        if mount is None or not claim:
+            self.problem(f"{where}: {MODEL_DIR_IN_IMAGE} must be a PersistentVolumeClaim volume")
+            return
+        if mount.get("readOnly"):
+            self.problem(f"{where}: {MODEL_DIR_IN_IMAGE} must be writable (new models are copied in)")
+        if find(self.docs, "PersistentVolumeClaim", claim.get("claimName", "")) is None:
+            self.problem(f"{where}: PersistentVolumeClaim {claim.get('claimName')!r} is not in the manifest")
+        if (deployment["spec"].get("strategy") or {}).get("type") != "Recreate":
+            self.problem(f"{where}: a ReadWriteOnce models volume needs the Recreate strategy")
+        seeders = [
+            init
+            for init in pod.get("initContainers") or []
+            for m in init.get("volumeMounts") or []
+            if m.get("name") == mount["name"]
+        ]
+        if len(seeders) != 1:
+            self.problem(f"{where}: exactly one init container must seed the models volume")
+            return
+        seeder = seeders[0]
+        seed_path = next(m["mountPath"] for m in seeder["volumeMounts"] if m.get("name") == mount["name"])
+        if seed_path == MODEL_DIR_IN_IMAGE or seeder.get("args") != [MODEL_DIR_IN_IMAGE, seed_path]:
+            self.problem(
+                f"{where}: init container {seeder.get('name')} must copy from the image's {MODEL_DIR_IN_IMAGE} "
+                f"to the volume mounted elsewhere (args [{MODEL_DIR_IN_IMAGE!r}, <its mount path>])"
+            )
+        if seeder.get("image") != container.get("image"):
+            self.problem(f"{where}: the init container must run the generator's image (it holds the model)")
+
+    def check_archive_cronjob(self) -> None:
+        cronjob = find(self.docs, "CronJob", "db-archive")
+        if cronjob is None:
+            self.problem("no CronJob 'db-archive' running cts archive")
+            return
+        spec = cronjob["spec"]
+        if spec.get("concurrencyPolicy") != "Forbid":
+            self.problem("CronJob db-archive: concurrencyPolicy must be Forbid (never two archive runs at once)")
+        pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+        self.check_pod_security(pod, "CronJob db-archive")
+        container = pod["containers"][0]
+        command = [*(container.get("command") or []), *(container.get("args") or [])]
+        if command[:2] != ["cts", "archive"] or "--older-than" not in command[:-1]:
+            self.problem(f"CronJob db-archive: must run `cts archive --older-than <age>`, runs {command}")
+        else:
+            age = command[command.index("--older-than") + 1]
+            try:
+                parse_age(age)
+            except InvalidArgumentError as exc:
+                self.problem(f"CronJob db-archive: {exc}")
+        settings = self.settings_for(self.container_environment(container, "CronJob db-archive"), "CronJob db-archive")
+        if settings is not None and not settings.is_mysql:
+            self.problem("CronJob db-archive: DATABASE_URL must be a MySQL URL")
+
     def run(self) -> list[str]:
         self.check_namespace()
+        self.check_no_secrets()
         for definition in self.definitions.values():
             self.check_service(definition)
         self.check_network_policy()
         self.check_migration_job()
+        self.check_archive_cronjob()
+        self.check_database_service()
+        self.check_models_volume()
         self.check_production_values()
         return list(dict.fromkeys(self.problems))
 
 
-def manifest_problems(documents: list[Doc]) -> list[str]:
-    """Every disagreement between the manifest and the code, one line each (empty: consistent)."""
-    return _Checker(documents).run()
+def manifest_problems(documents: list[Doc], secrets: list[Doc] | None = None) -> list[str]:
+    """Every disagreement between the manifest (and the Secrets template) and the code, one line each (empty:
+    consistent)."""
+    return _Checker(documents, load_documents(SECRETS_EXAMPLE) if secrets is None else secrets).run()

@@ -1,6 +1,6 @@
-"""The Kubernetes manifest and the Dockerfile: offline schema validation against a pinned Kubernetes version,
-consistency with the code (ports, health names, settings, DNS addresses, NetworkPolicy), and an image that only
-copies files that exist."""
+"""The Kubernetes manifest, its Secrets template and the Dockerfile: offline schema validation against a pinned
+Kubernetes version, consistency with the code (ports, health names, settings, DNS addresses, NetworkPolicy, the
+database Service, the models volume, the archive CronJob), and an image that only copies files that exist."""
 
 from __future__ import annotations
 
@@ -29,11 +29,13 @@ from tests.k8s.manifest_checker import (
     MODEL_DIR_IN_IMAGE,
     NON_ROOT_UID,
     ROOT,
+    SECRETS_EXAMPLE,
     Doc,
     definitions,
     find,
     load_documents,
     manifest_problems,
+    pod_spec,
 )
 
 # The Kubernetes version whose JSON schemas the manifest must satisfy (bundled with kubernetes-validate).
@@ -45,6 +47,11 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 @pytest.fixture(scope="module")
 def documents() -> list[Doc]:
     return load_documents()
+
+
+@pytest.fixture(scope="module")
+def secrets() -> list[Doc]:
+    return load_documents(SECRETS_EXAMPLE)
 
 
 # --- offline schema validation -----------------------------------------------------------------------------------
@@ -59,20 +66,43 @@ def test_the_manifest_is_yaml_with_the_expected_objects(documents: list[Doc]) ->
         ("Namespace", "crypto-trading"),
         ("ConfigMap", "trade-exec-coinbase-config"),
         ("ConfigMap", "trade-proc-orchestrator-config"),
-        ("Secret", "trade-exec-coinbase-secrets"),
         ("Job", "db-migrate"),
+        ("CronJob", "db-archive"),
+        ("Service", "mysql"),
+        ("EndpointSlice", "mysql-1"),
+        ("PersistentVolumeClaim", "signal-generator-models"),
     ]:
         assert expected in kinds
     assert any(kind == "NetworkPolicy" for kind, _ in kinds)
     assert len(kinds) == len(documents), "two documents share a kind and name"
 
 
+def test_secrets_are_only_in_the_template_so_reapplying_never_resets_them(
+    documents: list[Doc], secrets: list[Doc]
+) -> None:
+    assert not [doc for doc in documents if doc["kind"] == "Secret"]
+    assert {(doc["kind"], doc["metadata"]["name"]) for doc in secrets} == {
+        ("Secret", "crypto-trading-database"),
+        ("Secret", "trade-exec-coinbase-secrets"),
+    }
+    referenced = {
+        source["secretRef"]["name"]
+        for doc in documents
+        for container in pod_spec(doc).get("containers") or []
+        for source in container.get("envFrom") or []
+        if "secretRef" in source
+    }
+    assert referenced == {doc["metadata"]["name"] for doc in secrets}
+    with_secret = copy.deepcopy(documents) + copy.deepcopy(secrets[:1])
+    assert any("must not be in the manifest" in problem for problem in manifest_problems(with_secret, secrets))
+
+
 def test_the_pinned_kubernetes_version_is_bundled() -> None:
     assert KUBERNETES_VERSION in kubernetes_validate.utils.all_versions()
 
 
-def test_every_document_validates_against_the_kubernetes_schemas(documents: list[Doc]) -> None:
-    for doc in documents:
+def test_every_document_validates_against_the_kubernetes_schemas(documents: list[Doc], secrets: list[Doc]) -> None:
+    for doc in [*documents, *secrets]:
         where = f"{doc['kind']} {doc['metadata']['name']}"
         try:
             validated = kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -100,18 +130,19 @@ def test_kubectl_client_dry_run_parses_the_manifest(tmp_path: Path) -> None:
     """`kubectl apply --dry-run=client --validate=false`, against a stand-in API server that only answers
     discovery (kubectl needs one to map kinds; nothing is applied anywhere)."""
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "no-config")}
-    with fake_apiserver() as url:
-        result = subprocess.run(
-            ["kubectl", "apply", "--dry-run=client", "--validate=false", "--server", url, "-f", str(MANIFEST)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-    assert result.returncode == 0, result.stderr
-    created = [line for line in result.stdout.splitlines() if line.endswith("created (dry run)")]
-    assert len(created) == len(load_documents()), result.stdout
+    for path in (MANIFEST, SECRETS_EXAMPLE):
+        with fake_apiserver() as url:
+            result = subprocess.run(
+                ["kubectl", "apply", "--dry-run=client", "--validate=false", "--server", url, "-f", str(path)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                check=False,
+            )
+        assert result.returncode == 0, result.stderr
+        created = [line for line in result.stdout.splitlines() if line.endswith("created (dry run)")]
+        assert len(created) == len(load_documents(path)), result.stdout
 
 
 # --- consistency with the code -----------------------------------------------------------------------------------
@@ -121,15 +152,15 @@ def test_the_manifest_agrees_with_the_code(documents: list[Doc]) -> None:
     assert manifest_problems(documents) == []
 
 
-def test_every_env_var_name_in_the_manifest_is_a_settings_field(documents: list[Doc]) -> None:
+def test_every_env_var_name_in_the_manifest_is_a_settings_field(documents: list[Doc], secrets: list[Doc]) -> None:
     fields = {name.upper() for name in Settings.model_fields}
     names: set[str] = set()
-    for doc in documents:
+    for doc in [*documents, *secrets]:
         if doc["kind"] in ("ConfigMap", "Secret"):
             names |= set(doc.get("data") or {}) | set(doc.get("stringData") or {})
-        if doc["kind"] in ("Deployment", "Job"):
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                names |= {entry["name"] for entry in container.get("env") or []}
+        pod = pod_spec(doc)
+        for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+            names |= {entry["name"] for entry in container.get("env") or []}
     assert names, "the manifest sets no environment at all"
     assert names <= fields, sorted(names - fields)
 
@@ -173,6 +204,32 @@ def _service_port(documents: list[Doc], k8s_name: str, port_name: str) -> dict[s
 def _network_policy(documents: list[Doc]) -> dict[str, Any]:
     policy: dict[str, Any] = next(doc for doc in documents if doc["kind"] == "NetworkPolicy")
     return policy
+
+
+def _generator_pod(documents: list[Doc]) -> dict[str, Any]:
+    deployment = find(documents, "Deployment", "signal-generator")
+    assert deployment is not None
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def _models_mount(documents: list[Doc]) -> dict[str, Any]:
+    mounts = _container(documents, "signal-generator")["volumeMounts"]
+    mount: dict[str, Any] = next(m for m in mounts if m["mountPath"] == MODEL_DIR_IN_IMAGE)
+    return mount
+
+
+def _archive_container(documents: list[Doc]) -> dict[str, Any]:
+    cronjob = find(documents, "CronJob", "db-archive")
+    assert cronjob is not None
+    container: dict[str, Any] = pod_spec(cronjob)["containers"][0]
+    return container
+
+
+def _endpoint_slice(documents: list[Doc]) -> dict[str, Any]:
+    endpoint_slice = find(documents, "EndpointSlice", "mysql-1")
+    assert endpoint_slice is not None
+    return endpoint_slice
 
 
 def _rename_service(documents: list[Doc]) -> None:
@@ -247,15 +304,66 @@ MUTATIONS: dict[str, Mutation] = {
     "migration command": lambda d: (find(d, "Job", "db-migrate") or {})["spec"]["template"]["spec"]["containers"][
         0
     ].update(args=["status"]),
+    # Liveness never depends on the database or Coinbase; readiness does.
+    "liveness on the dependencies": lambda d: _container(d, "trade-executor")["livenessProbe"]["grpc"].update(
+        service=""
+    ),
+    "liveness on the readiness name": lambda d: _container(d, "signal-bridge")["livenessProbe"]["grpc"].update(
+        service="crypto_trading.v1.SignalBridgeService"
+    ),
+    "startup on the dependencies": lambda d: _container(d, "trade-executor")["startupProbe"]["grpc"].update(
+        service="crypto_trading.v1.TradeExecutorService"
+    ),
+    "readiness on liveness": lambda d: _container(d, "trade-executor")["readinessProbe"]["grpc"].update(
+        service="liveness"
+    ),
+    # The database behind the selector-less Service "mysql".
+    "database url by ip": lambda d: _config(d, "Secret", "crypto-trading-database").update(
+        DATABASE_URL="mysql+asyncmy://REPLACE_ME_USER:REPLACE_ME_PASSWORD@172.22.32.1:3306/crypto_prices"
+    ),
+    "database url port": lambda d: _config(d, "Secret", "crypto-trading-database").update(
+        DATABASE_URL="mysql+asyncmy://REPLACE_ME_USER:REPLACE_ME_PASSWORD@mysql:3307/crypto_prices"
+    ),
+    "mysql service selector": lambda d: (find(d, "Service", "mysql") or {})["spec"].update(
+        selector={"app.kubernetes.io/name": "mysql"}
+    ),
+    "endpoint slice address": lambda d: _endpoint_slice(d)["endpoints"][0].update(addresses=["172.22.32.2"]),
+    "endpoint slice port name": lambda d: _endpoint_slice(d)["ports"][0].update(name="db"),
+    "endpoint slice service label": lambda d: _endpoint_slice(d)["metadata"]["labels"].update(
+        {"kubernetes.io/service-name": "mariadb"}
+    ),
+    # The models volume.
+    "models not a volume": lambda d: _models_mount(d).update(mountPath="/var/models"),
+    "models read-only": lambda d: _models_mount(d).update(readOnly=True),
+    "models claim name": lambda d: next(v for v in _generator_pod(d)["volumes"] if "persistentVolumeClaim" in v)[
+        "persistentVolumeClaim"
+    ].update(claimName="models"),
+    "models rolling update": lambda d: (find(d, "Deployment", "signal-generator") or {})["spec"].update(
+        strategy={"type": "RollingUpdate"}
+    ),
+    "seed source": lambda d: _generator_pod(d)["initContainers"][0].update(args=["/models", "/seed/models"]),
+    "seed image": lambda d: _generator_pod(d)["initContainers"][0].update(image="busybox:1.36"),
+    "seed writable root": lambda d: _generator_pod(d)["initContainers"][0]["securityContext"].update(
+        readOnlyRootFilesystem=False
+    ),
+    # The archive CronJob.
+    "archive age": lambda d: _archive_container(d).update(args=["archive", "--older-than", "30 days"]),
+    "archive command": lambda d: _archive_container(d).update(args=["status"]),
+    "archive concurrency": lambda d: (find(d, "CronJob", "db-archive") or {})["spec"].update(concurrencyPolicy="Allow"),
+    "archive as root": lambda d: pod_spec(find(d, "CronJob", "db-archive") or {})["securityContext"].update(
+        runAsUser=0
+    ),
 }
 
 
 @pytest.mark.parametrize("mutation", list(MUTATIONS), ids=list(MUTATIONS))
-def test_the_checker_catches_a_changed_port_or_name(documents: list[Doc], mutation: str) -> None:
-    mutated = copy.deepcopy(documents)
+def test_the_checker_catches_a_changed_port_or_name(documents: list[Doc], secrets: list[Doc], mutation: str) -> None:
+    """Each mutation changes a copy of the manifest or of the Secrets template (one list, split again)."""
+    mutated = copy.deepcopy([*documents, *secrets])
     MUTATIONS[mutation](mutated)
-    assert mutated != documents
-    assert manifest_problems(mutated), f"the checker missed: {mutation}"
+    assert mutated != [*documents, *secrets]
+    problems = manifest_problems(mutated[: len(documents)], mutated[len(documents) :])
+    assert problems, f"the checker missed: {mutation}"
 
 
 def test_the_checker_derives_ports_from_the_service_definitions(
@@ -370,6 +478,20 @@ def test_the_image_runs_as_the_non_root_user_and_chooses_the_service_by_command(
     assert "cts" in scripts
     env = " ".join(rest for keyword, rest in final if keyword == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env
+
+
+def test_cts_is_on_the_path_of_the_image_for_kubectl_exec() -> None:
+    """`kubectl exec ... -- cts health` and the workloads' `command: ["cts"]` need the venv's bin first on PATH."""
+    instructions = dockerfile_instructions()
+    stage_starts = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    build = instructions[stage_starts[0] : stage_starts[1]]
+    venvs = [rest.split()[-1] for keyword, rest in build if keyword == "RUN" and "-m venv" in rest]
+    assert venvs == ["/opt/venv"]
+    final = _final_stage(instructions)
+    assert any(keyword == "COPY" and rest == "--from=build /opt/venv /opt/venv" for keyword, rest in final)
+    env = " ".join(rest for keyword, rest in final if keyword == "ENV")
+    path = next(word for word in env.split() if word.startswith("PATH="))
+    assert path.removeprefix("PATH=").split(":")[0] == "/opt/venv/bin"
 
 
 def test_the_python_base_image_matches_the_project() -> None:
