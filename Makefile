@@ -8,7 +8,7 @@ PROTOS := $(wildcard proto/crypto_trading/v1/*.proto)
 PROTOC := $(BIN)/python -m grpc_tools.protoc -I proto --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: run test venv proto proto-check lint typecheck buflint pytest bench clean
+.PHONY: run test venv proto proto-deps proto-check lint typecheck buflint pytest bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-buflint: $(STAMP)
+# google/rpc/status.proto comes from the pinned googleapis-common-protos package (never edited, git-ignored).
+proto-deps: $(STAMP)
+	@mkdir -p proto/google/rpc
+	@cp "$$($(BIN)/python -c 'import google.rpc.status_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parent)')/status.proto" \
+		proto/google/rpc/status.proto
+
+buflint: proto-deps
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
@@ -38,7 +44,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Regenerate messages, gRPC stubs and typed stubs (.pyi + mypy-protobuf async gRPC stubs).
-proto: $(STAMP)
+proto: proto-deps
 	rm -rf generated/crypto_trading
 	mkdir -p generated
 	$(PROTOC) \
@@ -48,7 +54,7 @@ proto: $(STAMP)
 	touch generated/crypto_trading/__init__.py generated/crypto_trading/v1/__init__.py generated/crypto_trading/v1/py.typed
 
 # CI: regenerating must not change the committed code.
-proto-check: $(STAMP)
+proto-check: proto-deps
 	@tmp=$$(mktemp -d) && mkdir -p $$tmp/out && \
 	$(PROTOC) --python_out=$$tmp/out --grpc_python_out=$$tmp/out \
 		--mypy_out=$$tmp/out --mypy_grpc_out=$$tmp/out $(PROTOS) && \

@@ -16,9 +16,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select, update
 
-from bench.harness import Cluster, bench_database, free_port, rss_mb, summary_ms, wait_serving
+from bench.harness import Cluster, bench_database, rss_mb, summary_ms
 from bench.seed import seed_candles, seed_recommendations, synthetic_symbols
 from common.database import create_engine
+from common.lifecycle import ExecutionStatus
 from common.tables import system_control, trade_executions, trade_recommendations
 from crypto_trading.v1 import (
     executor_pb2,
@@ -28,20 +29,11 @@ from crypto_trading.v1 import (
     orchestrator_pb2,
     orchestrator_pb2_grpc,
 )
+from testkit.ports import free_port
+from testkit.processes import PIPELINE_ENV, wait_serving
 
 HOUR = 3600
 HISTORY = 500
-# Bench-only configuration: every signal is an eligible BUY, the trade cap is lifted, paper cash is plentiful.
-PIPELINE_ENV = {
-    "MARKET_DATA_SOURCE": "database",
-    "BUY_THRESHOLD": "0.01",
-    "BRIDGE_MIN_CONFIDENCE": "0.01",
-    "MAX_TRADES_PER_WINDOW": "1000000",
-    "PAPER_STARTING_CASH_USD": "1000000000",
-    "GENERATOR_INTERVAL_SECONDS": "86400",
-    "BRIDGE_INTERVAL_SECONDS": "86400",
-    "ORCHESTRATOR_INTERVAL_SECONDS": "86400",
-}
 
 
 def _ts(start_time: int) -> Timestamp:
@@ -148,7 +140,7 @@ async def _wait_until_nothing_pending(engine: Any, within: float = 30.0) -> None
                 await conn.execute(
                     select(func.count())
                     .select_from(trade_recommendations)
-                    .where(trade_recommendations.c.execution_status == "PENDING")
+                    .where(trade_recommendations.c.execution_status == ExecutionStatus.PENDING)
                 )
             ).scalar_one()
         if pending == 0:
@@ -244,7 +236,7 @@ async def throughput(name: str, engine_name: str, tmp: Path, quick: bool) -> dic
                     response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=120)
                     if response.executor_unreachable:
                         raise RuntimeError(response.executor_error)
-                    if response.remaining == 0 and not response.executed and not response.retry_later:
+                    if response.remaining == 0 and not response.outcomes:
                         break
                 elapsed = time.perf_counter() - started
             async with engine.connect() as conn:
@@ -252,7 +244,7 @@ async def throughput(name: str, engine_name: str, tmp: Path, quick: bool) -> dic
                     await conn.execute(
                         select(func.count())
                         .select_from(trade_recommendations)
-                        .where(trade_recommendations.c.execution_status == "EXECUTED")
+                        .where(trade_recommendations.c.execution_status == ExecutionStatus.EXECUTED)
                     )
                 ).scalar_one()
         finally:

@@ -13,6 +13,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
+from common.lifecycle import ExecutionStatus
 from common.tables import market_candles, trade_recommendations
 from cts.candle_data import SHARED_CANDLES_DIR
 
@@ -71,7 +72,7 @@ async def seed_recommendations(engine: AsyncEngine, count: int, symbol: str = "B
             "confidence": Decimal("0.7000"),
             "entry_price": Decimal("9000"),
             "amount_crypto": Decimal("0.00111111"),
-            "execution_status": "PENDING",
+            "execution_status": ExecutionStatus.PENDING,
             "is_mock": True,
             "created_at": now,
             "updated_at": now,

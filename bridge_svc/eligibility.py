@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Final
 
 from bridge_svc.signals import TradingSignal
+from common.lifecycle import ACTIONABLE_SIGNALS
 
 NOT_FOUND: Final = "not_found"
 ALREADY_PROCESSED: Final = "already_processed"
@@ -26,7 +27,7 @@ OPEN_POSITION: Final = "open_position"
 # The signal has no usable price (missing or not positive), so no order size can be derived from it.
 NO_PRICE: Final = "no_price"
 
-TRADABLE_TYPES: Final = frozenset({"BUY", "SELL"})
+TRADABLE_TYPES: Final = frozenset(ACTIONABLE_SIGNALS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Final
 
+from common.lifecycle import OrderSide
+
 PRICE_QUANTUM: Final = Decimal("0.00000001")
 AMOUNT_CRYPTO_QUANTUM: Final = Decimal("0.00000001")
 AMOUNT_USD_QUANTUM: Final = Decimal("0.00000001")
@@ -55,13 +57,13 @@ def _price(value: Decimal) -> Decimal:
 def stop_loss_price(side: str, entry_price: Decimal, stop_loss_percent: Decimal) -> Decimal:
     """BUY: below the entry; SELL: above it."""
     offset = entry_price * stop_loss_percent / _HUNDRED
-    return _price(entry_price - offset if side == "BUY" else entry_price + offset)
+    return _price(entry_price - offset if side == OrderSide.BUY else entry_price + offset)
 
 
 def take_profit_price(side: str, entry_price: Decimal, take_profit_percent: Decimal) -> Decimal:
     """BUY: above the entry; SELL: below it (never below 0)."""
     offset = entry_price * take_profit_percent / _HUNDRED
-    return _price(entry_price + offset if side == "BUY" else max(entry_price - offset, _ZERO))
+    return _price(entry_price + offset if side == OrderSide.BUY else max(entry_price - offset, _ZERO))
 
 
 def amount_crypto(amount_usd: Decimal, entry_price: Decimal) -> Decimal:
@@ -73,7 +75,7 @@ def amount_crypto(amount_usd: Decimal, entry_price: Decimal) -> Decimal:
 
 def price_levels(side: str, entry_price: Decimal, terms: PricingTerms) -> PriceLevels:
     """All price and size fields of a recommendation for a BUY or SELL at ``entry_price`` (> 0)."""
-    if side not in ("BUY", "SELL"):
+    if side not in tuple(OrderSide):
         raise ValueError(f"only BUY and SELL can be priced, not {side!r}")
     entry = _price(entry_price)
     amount_usd = terms.amount_usd.quantize(AMOUNT_USD_QUANTUM, rounding=ROUND_DOWN)

@@ -9,13 +9,7 @@ from decimal import Decimal
 from bridge_svc.pricing import PriceLevels, PricingTerms, price_levels
 from bridge_svc.reasoning import reasoning_for
 from bridge_svc.signals import TradingSignal
-
-PENDING = "PENDING"
-
-
-def pending_key(symbol: str, side: str) -> str:
-    """trade_recommendations.pending_key while PENDING: at most one open recommendation per symbol and side."""
-    return f"{symbol}:{side}"
+from common.lifecycle import ExecutionStatus, SignalType, pending_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +18,7 @@ class NewRecommendation:
 
     signal_id: int
     symbol: str
-    signal_type: str  # "BUY" or "SELL"
+    signal_type: SignalType  # BUY or SELL
     confidence: Decimal
     levels: PriceLevels
     reasoning: str
@@ -42,7 +36,7 @@ class Recommendation:
 
     id: int
     proposal: NewRecommendation
-    execution_status: str = PENDING
+    execution_status: ExecutionStatus = ExecutionStatus.PENDING
 
 
 def propose(signal: TradingSignal, terms: PricingTerms, now: datetime) -> NewRecommendation:
@@ -52,7 +46,7 @@ def propose(signal: TradingSignal, terms: PricingTerms, now: datetime) -> NewRec
     return NewRecommendation(
         signal_id=signal.id,
         symbol=signal.symbol,
-        signal_type=signal.signal_type,
+        signal_type=SignalType(signal.signal_type),
         confidence=signal.confidence,
         levels=price_levels(signal.signal_type, signal.price, terms),
         reasoning=reasoning_for(signal),

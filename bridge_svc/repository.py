@@ -22,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge_svc.bridging import Refused, Written
 from bridge_svc.eligibility import ALREADY_PROCESSED, OPEN_POSITION, TRADABLE_TYPES, EligibilityRules
-from bridge_svc.recommendations import PENDING, NewRecommendation, Recommendation
+from bridge_svc.recommendations import NewRecommendation, Recommendation
 from bridge_svc.signals import TradingSignal
 from common.database import is_lock_conflict
 from common.errors import UnavailableError
+from common.lifecycle import ExecutionStatus
 from common.tables import trade_recommendations, trading_signals
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class BridgeRepository:
                         amount_usd=levels.amount_usd,
                         confidence=proposal.confidence,
                         reasoning=proposal.reasoning,
-                        execution_status=PENDING,
+                        execution_status=ExecutionStatus.PENDING,
                         entry_price=levels.entry_price,
                         stop_loss=levels.stop_loss,
                         take_profit=levels.take_profit,

@@ -12,10 +12,11 @@ from bridge_svc.eligibility import EligibilityRules
 from bridge_svc.orchestrator_nudge import OrchestratorNudge
 from bridge_svc.pricing import PricingTerms
 from bridge_svc.repository import BridgeRepository
-from bridge_svc.service import SignalBridgeServiceer
+from bridge_svc.service import SignalBridgeServicer
 from common.clock import utc_now
 from common.config import Settings
-from common.server import ServiceDefinition, ServiceParts, run_periodically
+from common.loops import run_periodically
+from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import bridge_pb2, bridge_pb2_grpc
 
 FULL_SERVICE_NAME = bridge_pb2.DESCRIPTOR.services_by_name["SignalBridgeService"].full_name
@@ -48,7 +49,7 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         batch_size=settings.bridge_max_signal_ids,
         on_created=nudge.nudge,
     )
-    servicer = SignalBridgeServiceer(bridge, settings.bridge_max_signal_ids)
+    servicer = SignalBridgeServicer(bridge, settings.bridge_max_signal_ids)
 
     async def bridge_loop() -> None:
         # The first cycle runs one interval after start-up: fresh signals arrive through the generator's nudge, the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +35,33 @@ def is_lock_conflict(exc: BaseException) -> bool:
 
 READ_ONLY_OPTION = "cts_read_only"  # execution option: on SQLite, BEGIN (deferred) instead of BEGIN IMMEDIATE
 
+# SQLite: how long a transaction waits for the single writer lock in all (then "database is locked": UNAVAILABLE),
+# and the most one wait inside SQLite may last. SQLite's busy handler sleeps inside sqlite3_step holding the
+# connection's mutex, and anything else that touches that connection meanwhile waits for the mutex, including the
+# garbage collector finalizing one of its old cursors on the event loop thread (an exception's traceback cycle
+# keeps a failed statement's cursor alive until then). With one 30 s busy wait, the event loop then stopped until
+# the wait ran out, and the transaction holding the lock, also driven by that loop, could not finish to release
+# it: a 30 s stall of every RPC in the process. So SQLite waits in short slices and the rest of the wait is a
+# loop of retries driven by the event loop (see _begin_immediate).
+SQLITE_LOCK_WAIT_SECONDS = 30.0
+SQLITE_BUSY_SLICE_MS = 20
+
 
 def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
     """An async engine for SQLite (aiosqlite) or MySQL/MariaDB (asyncmy), with the session settings both need.
 
     - MySQL: every session runs in UTC (``time_zone = '+00:00'``) so TIMESTAMP columns hold UTC, and
       READ COMMITTED so claims with ``FOR UPDATE SKIP LOCKED`` see each other's commits.
-    - SQLite: WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction, so the four processes of the
-      embedded default queue for the single writer instead of failing with "database is locked".
+    - SQLite: WAL, and ``BEGIN IMMEDIATE`` for every transaction (retried for up to SQLITE_LOCK_WAIT_SECONDS),
+      so the four processes of the embedded default queue for the single writer instead of failing with
+      "database is locked".
     """
     url = make_url(database_url)
     if url.drivername.startswith("sqlite"):
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # The connect-time timeout covers the PRAGMAs of _on_connect (switching a new file to WAL takes the lock).
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_LOCK_WAIT_SECONDS})
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
@@ -66,15 +81,37 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SLICE_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Read-only work (the health ping) takes no lock at all: it must never queue behind, or hold up, a writer.
-        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+            return
+        if not connection.connection.dbapi_connection.run_async(_begin_immediate):
+            # Still locked at the deadline (or another error): the last try raises SQLAlchemy's wrapped error.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def _begin_immediate(driver_connection: Any) -> bool:
+    """``BEGIN IMMEDIATE`` on the aiosqlite connection, retried while the writer lock is held elsewhere: each try
+    waits at most SQLITE_BUSY_SLICE_MS inside SQLite, and between tries the connection's mutex is free. True once
+    the lock is taken; False at SQLITE_LOCK_WAIT_SECONDS or on any other error."""
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
+    while True:
+        try:
+            await driver_connection.execute_fetchall("BEGIN IMMEDIATE")  # one round trip to its thread
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.001)  # never a busy loop, where SQLite answers BUSY without waiting
+            continue
+        except sqlite3.Error:
+            return False
+        return True
 
 
 async def ping(engine: AsyncEngine, limit_seconds: float = 3.0) -> str | None:

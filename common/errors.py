@@ -1,5 +1,5 @@
 """Domain errors. Raised by domain and repository code; mapped to gRPC status codes in one place
-(common.server.DomainErrorInterceptor). Messages are shown to clients: never put secrets in them."""
+(common.interceptor.DomainErrorInterceptor). Messages are shown to clients: never put secrets in them."""
 
 from __future__ import annotations
 

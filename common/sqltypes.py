@@ -2,8 +2,13 @@
 
 - ``UtcDateTime``: domain code uses aware UTC datetimes; the database stores naive UTC (MySQL sessions run
   with time_zone '+00:00', see common.database).
-- ``Money``: ``Decimal`` in Python on both engines. MySQL uses DECIMAL(p, s); SQLite has no decimal type, so
-  the value travels as a float and is quantized back to the column's scale (exact for the precisions used here).
+- ``Money`` (prices, sizes, amounts) and ``Probability`` (confidences, thresholds and class probabilities,
+  DECIMAL(6, 4)): ``Decimal`` in Python on both engines, quantized to the column's scale on the way in and out.
+  MySQL stores DECIMAL(p, s): exact. SQLite has no decimal type: the value is stored as a REAL (a double) and
+  read back as the shortest decimal that is that double, so a value of at most 15 significant digits comes back
+  exactly (every DECIMAL(15, s) or narrower column). A wider value, possible in the DECIMAL(20, 8) to
+  DECIMAL(30, 10) columns (candles, execution sizes, balances), comes back as the nearest double: within about
+  1e-16 of it, relatively, before the quantization to the scale, not exactly.
 """
 
 from __future__ import annotations
@@ -58,8 +63,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return as_utc(value)
 
 
-class Money(TypeDecorator[Decimal]):
-    """DECIMAL(precision, scale) that is a ``Decimal`` in Python on every engine."""
+class FixedPoint(TypeDecorator[Decimal]):
+    """DECIMAL(precision, scale) that is a ``Decimal`` in Python on every engine (see the module docstring for what
+    SQLite keeps). Use Money or Probability, which name what a column holds."""
 
     impl = Numeric
     cache_ok = True
@@ -71,7 +77,7 @@ class Money(TypeDecorator[Decimal]):
         self._quantum = Decimal(1).scaleb(-scale)
 
     def __repr__(self) -> str:
-        return f"Money({self.precision}, {self.scale})"
+        return f"{type(self).__name__}({self.precision}, {self.scale})"
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
@@ -92,3 +98,22 @@ class Money(TypeDecorator[Decimal]):
             return None
         dec = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
         return dec.quantize(self._quantum)
+
+
+class Money(FixedPoint):
+    """Prices, sizes, amounts and balances: DECIMAL(precision, scale)."""
+
+    cache_ok = True
+
+
+class Probability(FixedPoint):
+    """A probability, confidence or threshold in [0, 1] with four decimals: DECIMAL(6, 4), the original tables'
+    type for these columns."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(6, 4)
+
+    def __repr__(self) -> str:
+        return "Probability()"

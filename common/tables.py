@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
 )
 
-from common.sqltypes import Money, UtcDateTime
+from common.sqltypes import Money, Probability, UtcDateTime
 
 metadata = MetaData()
 
@@ -33,6 +33,8 @@ ORDER_STATUSES = ("PENDING", "SUBMITTED", "EXECUTED", "FAILED", "CANCELLED")
 EXECUTION_MODES = ("PAPER", "LIVE")
 
 _NOW = text("CURRENT_TIMESTAMP")
+# Row ids of the original tables are signed 32-bit INT: the largest id a request may name.
+MAX_ROW_ID = 2**31 - 1
 
 
 def _signal_columns() -> list[Column[Any]]:
@@ -45,23 +47,23 @@ def _signal_columns() -> list[Column[Any]]:
         Column("price", Money(15, 8), server_default=text("0.0")),
         Column("signal_type", Enum(*SIGNAL_TYPES, name="signal_type"), nullable=False),
         Column("model", String(100)),
-        Column("confidence", Money(6, 4), nullable=False),
-        Column("threshold", Money(6, 4), server_default=text("0.8")),
+        Column("confidence", Probability(), nullable=False),
+        Column("threshold", Probability(), server_default=text("0.8")),
         Column("regime", String(50), server_default=text("'bull'")),
         Column("model_version", String(100)),
         Column("features_used", Integer, server_default=text("79")),
-        Column("xgboost_confidence", Money(6, 4)),
+        Column("xgboost_confidence", Probability()),
         Column("data_source", String(100), server_default=text("'database'")),
         Column("created_at", UtcDateTime(timestamp=True), server_default=_NOW),
         Column("is_mock", Boolean, server_default=text("0")),
         Column("processed", Boolean, server_default=text("0")),
-        Column("prediction", Money(6, 4)),
+        Column("prediction", Probability()),
         # --- added ---
         # Start of the closed candle the signal was computed on; unique per symbol (idempotent Generate).
         Column("candle_time", UtcDateTime()),
-        Column("buy_probability", Money(6, 4)),
-        Column("sell_probability", Money(6, 4)),
-        Column("hold_probability", Money(6, 4)),
+        Column("buy_probability", Probability()),
+        Column("sell_probability", Probability()),
+        Column("hold_probability", Probability()),
         # Why the bridge skipped the signal when it marked it processed without a recommendation.
         Column("processed_reason", String(100)),
         # Which generator call wrote the row ("host:pid:call"): two replicas racing on one candle can tell whose
@@ -89,7 +91,7 @@ def _recommendation_columns() -> list[Column[Any]]:
         Column("symbol", String(50), nullable=False),
         Column("signal_type", Enum(*RECOMMENDATION_TYPES, name="recommendation_signal_type"), nullable=False),
         Column("amount_usd", Money(15, 8), nullable=False),
-        Column("confidence", Money(6, 4), nullable=False),
+        Column("confidence", Probability(), nullable=False),
         Column("reasoning", Text),
         Column(
             "execution_status",
@@ -175,6 +177,10 @@ trade_executions = Table(
     Column("created_at", UtcDateTime(fsp=6), nullable=False, server_default=_NOW),
     Column("updated_at", UtcDateTime(fsp=6), nullable=False, server_default=_NOW),
     Column("completed_at", UtcDateTime(fsp=6)),
+    # Live orders: the executor that works on the order (sending or following it) holds a lease until lease_until
+    # (migration 0004); no database transaction is held while Coinbase answers.
+    Column("lease_owner", String(100)),
+    Column("lease_until", UtcDateTime(fsp=6)),
     UniqueConstraint("recommendation_id", name="uq_trade_executions_recommendation"),
     UniqueConstraint("client_order_id", name="uq_trade_executions_client_order_id"),
     Index("idx_trade_executions_status", "status"),
@@ -188,9 +194,6 @@ paper_balances = Table(
     Column("available", Money(30, 10), nullable=False),
     Column("updated_at", UtcDateTime(fsp=6), nullable=False, server_default=_NOW),
 )
-
-# system_control key of the id created once with the database (migration 0003): client_order_ids derive from it.
-INSTALLATION_ID_KEY = "installation_id"
 
 # Small key/value table read by every replica, for example the trading halt ("trading_halt").
 system_control = Table(

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.errors import InvalidArgumentError
+from common.lifecycle import ExecutionStatus
 from common.tables import (
     trade_recommendations,
     trade_recommendations_archive,
@@ -23,7 +24,7 @@ from common.tables import (
     trading_signals_archive,
 )
 
-FINISHED = ("EXECUTED", "FAILED", "CANCELLED")
+FINISHED = tuple(s.value for s in (ExecutionStatus.EXECUTED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED))
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
 
 

@@ -30,6 +30,7 @@ from bridge_svc.eligibility import EligibilityRules, skip_reason
 from bridge_svc.pricing import PricingTerms, price_levels
 from bridge_svc.signals import TradingSignal
 from common.config import Settings
+from common.lifecycle import OrderSide, OrderStatus, SignalType
 from generator_svc.features import FEATURE_NAMES, compute_features
 from generator_svc.model_store import LoadedModel
 
@@ -51,12 +52,12 @@ class Decision:
 class Trade:
     time: datetime
     symbol: str
-    side: str
+    side: OrderSide
     size: Decimal
     price: Decimal
     fee: Decimal
     cash_after: Decimal
-    status: str  # EXECUTED / FAILED
+    status: OrderStatus  # EXECUTED / FAILED
     reason: str = ""
     pnl: Decimal | None = None  # realised on SELL against the average cost
 
@@ -157,40 +158,44 @@ def run_backtest(
                 slippage_bps=settings.paper_slippage_bps,
                 fee_rate=settings.paper_taker_fee_rate,
             )
-            if d.signal_type == "BUY" and fill.quote_total + fill.fee > cash:
+            if d.signal_type == SignalType.BUY and fill.quote_total + fill.fee > cash:
                 trades.append(
                     Trade(
                         close_time,
                         d.symbol,
-                        "BUY",
+                        OrderSide.BUY,
                         Decimal(0),
                         d.price,
                         Decimal(0),
                         cash,
-                        "FAILED",
+                        OrderStatus.FAILED,
                         "insufficient cash",
                     )
                 )
-            elif d.signal_type == "SELL" and fill.size > held:
+            elif d.signal_type == SignalType.SELL and fill.size > held:
                 trades.append(
                     Trade(
                         close_time,
                         d.symbol,
-                        "SELL",
+                        OrderSide.SELL,
                         Decimal(0),
                         d.price,
                         Decimal(0),
                         cash,
-                        "FAILED",
+                        OrderStatus.FAILED,
                         "insufficient holdings",
                     )
                 )
-            elif d.signal_type == "BUY":
+            elif d.signal_type == SignalType.BUY:
                 cash -= fill.quote_total + fill.fee
                 total_cost = cost.get(d.symbol, Decimal(0)) + fill.quote_total + fill.fee
                 holdings[d.symbol] = held + fill.size
                 cost[d.symbol] = total_cost
-                trades.append(Trade(close_time, d.symbol, "BUY", fill.size, fill.price, fill.fee, cash, "EXECUTED"))
+                trades.append(
+                    Trade(
+                        close_time, d.symbol, OrderSide.BUY, fill.size, fill.price, fill.fee, cash, OrderStatus.EXECUTED
+                    )
+                )
             else:
                 average_cost = cost.get(d.symbol, Decimal(0)) / held if held else Decimal(0)
                 proceeds = fill.quote_total - fill.fee
@@ -199,7 +204,17 @@ def run_backtest(
                 holdings[d.symbol] = held - fill.size
                 cost[d.symbol] = cost.get(d.symbol, Decimal(0)) - average_cost * fill.size
                 trades.append(
-                    Trade(close_time, d.symbol, "SELL", fill.size, fill.price, fill.fee, cash, "EXECUTED", pnl=pnl)
+                    Trade(
+                        close_time,
+                        d.symbol,
+                        OrderSide.SELL,
+                        fill.size,
+                        fill.price,
+                        fill.fee,
+                        cash,
+                        OrderStatus.EXECUTED,
+                        pnl=pnl,
+                    )
                 )
         invested_points[close_time] = sum((q * last_price.get(s, Decimal(0)) for s, q in holdings.items()), Decimal(0))
         equity_points[close_time] = cash + invested_points[close_time]
@@ -253,7 +268,7 @@ def sharpe(equity: pd.Series) -> float:
 
 
 def metrics(result: BacktestResult, starting_cash: float) -> dict[str, Any]:
-    executed = [t for t in result.trades if t.status == "EXECUTED"]
+    executed = [t for t in result.trades if t.status == OrderStatus.EXECUTED]
     closed = [t for t in executed if t.pnl is not None]
     final = float(result.equity.iloc[-1]) if not result.equity.empty else starting_cash
     bench_final = float(result.buy_and_hold.iloc[-1]) if not result.buy_and_hold.empty else starting_cash
@@ -325,8 +340,8 @@ def symbol_breakdown(result: BacktestResult) -> list[SymbolStats]:
     out: list[SymbolStats] = []
     for symbol in sorted(set(first) | {t.symbol for t in result.trades}):
         trades = [t for t in result.trades if t.symbol == symbol]
-        buys = [t for t in trades if t.status == "EXECUTED" and t.side == "BUY"]
-        sells = [t for t in trades if t.status == "EXECUTED" and t.side == "SELL"]
+        buys = [t for t in trades if t.status == OrderStatus.EXECUTED and t.side == OrderSide.BUY]
+        sells = [t for t in trades if t.status == OrderStatus.EXECUTED and t.side == OrderSide.SELL]
         spent = sum(((t.size * t.price).quantize(USD_QUANTUM) + t.fee for t in buys), Decimal(0))
         received = sum(((t.size * t.price).quantize(USD_QUANTUM) - t.fee for t in sells), Decimal(0))
         held = sum((t.size for t in buys), Decimal(0)) - sum((t.size for t in sells), Decimal(0))
@@ -337,7 +352,7 @@ def symbol_breakdown(result: BacktestResult) -> list[SymbolStats]:
                 symbol=symbol,
                 buys=len(buys),
                 sells=len(sells),
-                refused=sum(1 for t in trades if t.status != "EXECUTED"),
+                refused=sum(1 for t in trades if t.status != OrderStatus.EXECUTED),
                 wins=sum(1 for t in sells if t.pnl is not None and t.pnl > 0),
                 invested=spent,
                 fees=sum((t.fee for t in buys + sells), Decimal(0)),
@@ -352,6 +367,10 @@ def symbol_breakdown(result: BacktestResult) -> list[SymbolStats]:
 
 def outcome_counts(result: BacktestResult) -> dict[str, dict[str, int]]:
     """Executed exits (SELLs) and refused orders, counted by reason (most frequent first)."""
-    exits = Counter(t.reason or "SELL signal" for t in result.trades if t.status == "EXECUTED" and t.side == "SELL")
-    refusals = Counter(f"{t.side}: {t.reason or 'refused'}" for t in result.trades if t.status != "EXECUTED")
+    exits = Counter(
+        t.reason or "SELL signal"
+        for t in result.trades
+        if t.status == OrderStatus.EXECUTED and t.side == OrderSide.SELL
+    )
+    refusals = Counter(f"{t.side}: {t.reason or 'refused'}" for t in result.trades if t.status != OrderStatus.EXECUTED)
     return {"exits": dict(exits.most_common()), "refusals": dict(refusals.most_common())}

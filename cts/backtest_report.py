@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
 
+from common.lifecycle import OrderStatus
 from cts.backtest import BacktestResult, SymbolStats, outcome_counts, symbol_breakdown
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ def equity_figure(result: BacktestResult, meta: Mapping[str, Any]) -> Figure:
     if not bench.empty:
         top.plot(bench.index, bench.to_numpy(), color="tab:orange", linewidth=1.1, label="buy and hold, equal weights")
     top.plot(equity.index, equity.to_numpy(), color="tab:blue", linewidth=1.4, label="strategy, after fees")
-    executed = [t for t in result.trades if t.status == "EXECUTED"]
+    executed = [t for t in result.trades if t.status == OrderStatus.EXECUTED]
     for side, marker, color, label in (
         ("BUY", "^", "tab:green", "entry (BUY)"),
         ("SELL", "v", "tab:red", "exit (SELL)"),

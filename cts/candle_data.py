@@ -120,7 +120,8 @@ async def download_recent_candles(
 ) -> list[str]:
     """Fetch recent closed hourly and 5-minute candles of the top ``universe_size`` USD markets from Coinbase's
     public market endpoints into ``directory``; returns the symbols written. Raises MarketDataError on failure."""
-    from generator_svc.market_data import GRANULARITY_SECONDS, CoinbaseMarketClient
+    from common.candles import GRANULARITY_SECONDS
+    from generator_svc.market_data import CoinbaseMarketClient
     from generator_svc.universe import UniverseRules, top_tradable
 
     client = CoinbaseMarketClient(base_url, max_retries=2)

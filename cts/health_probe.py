@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.channels import create_channel
 from common.config import Settings
+from common.services import SERVICES
 
 
 @dataclass(frozen=True)
@@ -22,35 +23,14 @@ class Endpoint:
 
 def endpoints(settings: Settings, host: str | None = None) -> list[Endpoint]:
     """The four services in start order (downstream first). With ``host``, every address is host:<its port>."""
-
-    def addr(configured: str, port: int) -> str:
-        return f"{host}:{port}" if host else configured
-
     return [
         Endpoint(
-            "executor",
-            "executor_svc",
-            "crypto_trading.v1.TradeExecutorService",
-            addr(settings.trade_executor_addr, settings.trade_executor_port),
-        ),
-        Endpoint(
-            "orchestrator",
-            "orchestrator_svc",
-            "crypto_trading.v1.TradeOrchestratorService",
-            addr(settings.trade_orchestrator_addr, settings.trade_orchestrator_port),
-        ),
-        Endpoint(
-            "bridge",
-            "bridge_svc",
-            "crypto_trading.v1.SignalBridgeService",
-            addr(settings.signal_bridge_addr, settings.signal_bridge_port),
-        ),
-        Endpoint(
-            "generator",
-            "generator_svc",
-            "crypto_trading.v1.SignalGeneratorService",
-            addr(settings.signal_generator_addr, settings.signal_generator_port),
-        ),
+            info.name,
+            info.package,
+            info.full_service_name,
+            f"{host}:{info.port(settings)}" if host else info.addr(settings),
+        )
+        for info in SERVICES
     ]
 
 

@@ -3,7 +3,6 @@ database (SQLite or MySQL)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,11 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.clock import as_utc, utc_now
+from common.control import ControlKey, decode_halt, decode_replay_clock, read_control
+from common.lifecycle import ACTIONABLE_SIGNALS, ExecutionStatus, OrderSide, OrderStatus, SignalType
 from common.tables import (
     market_candles,
     orchestrator_dispatches,
     paper_balances,
-    system_control,
     trade_executions,
     trade_recommendations,
     trade_recommendations_archive,
@@ -156,9 +156,8 @@ async def _counts(conn: AsyncConnection, column: object) -> dict[str, int]:
     return {str(key): int(count) for key, count in rows}
 
 
-async def _control(conn: AsyncConnection, key: str) -> str | None:
-    row = await conn.execute(select(system_control.c.value).where(system_control.c.key == key))
-    return row.scalar_one_or_none()
+async def _control(conn: AsyncConnection, key: ControlKey) -> str | None:
+    return await read_control(conn, key)
 
 
 async def _latest_close(conn: AsyncConnection, symbol: str, until: datetime | None) -> Decimal | None:
@@ -190,7 +189,7 @@ async def _average_entries(conn: AsyncConnection, symbols: list[str]) -> dict[st
             trade_executions.c.average_price,
             trade_executions.c.fees,
         )
-        .where(trade_executions.c.status == "EXECUTED", trade_executions.c.symbol.in_(symbols))
+        .where(trade_executions.c.status == OrderStatus.EXECUTED, trade_executions.c.symbol.in_(symbols))
         .order_by(trade_executions.c.completed_at, trade_executions.c.id)
     )
     held: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (quantity, cost)
@@ -198,7 +197,7 @@ async def _average_entries(conn: AsyncConnection, symbols: list[str]) -> dict[st
         if not size or price is None:
             continue
         quantity, cost = held.get(symbol, (Decimal(0), Decimal(0)))
-        if side == "BUY":
+        if side == OrderSide.BUY:
             quantity, cost = quantity + size, cost + size * price + (fees or 0)
         elif quantity > 0:
             remaining = max(Decimal(0), quantity - size)
@@ -215,8 +214,8 @@ async def _protective_levels(conn: AsyncConnection, symbols: list[str]) -> dict[
         select(func.max(trade_recommendations.c.id))
         .where(
             trade_recommendations.c.symbol.in_(symbols),
-            trade_recommendations.c.signal_type == "BUY",
-            trade_recommendations.c.execution_status == "EXECUTED",
+            trade_recommendations.c.signal_type == SignalType.BUY,
+            trade_recommendations.c.execution_status == ExecutionStatus.EXECUTED,
         )
         .group_by(trade_recommendations.c.symbol)
     )
@@ -242,21 +241,10 @@ async def read_snapshot(
     snap.recommendations_by_status = await _counts(conn, trade_recommendations.c.execution_status)
     snap.executions_by_status = await _counts(conn, trade_executions.c.status)
 
-    halt = await _control(conn, "trading_halt")
-    if halt:
-        try:
-            value = json.loads(halt)
-            snap.trading_halted = bool(value.get("halted", False))
-            snap.halt_reason = str(value.get("reason", ""))
-        except (ValueError, AttributeError):
-            snap.trading_halted = halt.strip().lower() in ("1", "true", "yes")
-    clock = await _control(conn, "replay_clock")
-    if clock:
-        try:
-            snap.replay_clock = as_utc(datetime.fromisoformat(clock))
-        except ValueError:
-            snap.replay_clock = None
-    snap.replay_progress = _replay_progress(await _control(conn, "replay_progress"))
+    halt = decode_halt(await _control(conn, ControlKey.TRADING_HALT))
+    snap.trading_halted, snap.halt_reason = halt.halted, halt.reason
+    snap.replay_clock = decode_replay_clock(await _control(conn, ControlKey.REPLAY_CLOCK))
+    snap.replay_progress = _replay_progress(await _control(conn, ControlKey.REPLAY_PROGRESS))
     if cap_window_seconds is not None:
         since = (now or utc_now()) - timedelta(seconds=cap_window_seconds)
         dispatched = await conn.execute(select(func.count()).where(orchestrator_dispatches.c.dispatched_at >= since))
@@ -297,7 +285,7 @@ async def read_snapshot(
             trading_signals.c.candle_time,
             trading_signals.c.processed_reason,
         )
-        .where(trading_signals.c.signal_type.in_(("BUY", "SELL")))
+        .where(trading_signals.c.signal_type.in_(ACTIONABLE_SIGNALS))
         .order_by(trading_signals.c.id.desc())
         .limit(signals)
     )
@@ -305,7 +293,9 @@ async def read_snapshot(
         SignalLine(symbol, kind, confidence, price, as_utc(candle) if candle is not None else None, reason)
         for symbol, kind, confidence, price, candle, reason in signal_rows
     ]
-    fees = await conn.execute(select(func.sum(trade_executions.c.fees)).where(trade_executions.c.status == "EXECUTED"))
+    fees = await conn.execute(
+        select(func.sum(trade_executions.c.fees)).where(trade_executions.c.status == OrderStatus.EXECUTED)
+    )
     snap.fees_paid = Decimal(fees.scalar_one() or 0)
 
     balances = (await conn.execute(select(paper_balances.c.asset, paper_balances.c.available))).all()

@@ -17,6 +17,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from common.lifecycle import ExecutionStatus, OrderStatus
 from cts.status_queries import StatusSnapshot
 
 HEALTH_STYLE = {"SERVING": "green", "NOT_SERVING": "red", "STARTING": "yellow"}
@@ -196,7 +197,7 @@ def trades_table(snap: StatusSnapshot, rows: int | None, wide: bool) -> Table:
         table.add_column(column, justify="right" if right else "left", no_wrap=column != "note", overflow="ellipsis")
     shown = snap.latest_trades if rows is None else snap.latest_trades[:rows]
     for t in shown:
-        style = {"EXECUTED": "green", "FAILED": "red"}.get(t.status, "yellow")
+        style = {OrderStatus.EXECUTED: "green", OrderStatus.FAILED: "red"}.get(OrderStatus(t.status), "yellow")
         cells: list[str | Text] = [
             _time(t.at, "%m-%d %H:%M:%S" if wide else "%H:%M:%S"),
             str(t.recommendation_id),
@@ -254,7 +255,7 @@ def counts_table(snap: StatusSnapshot) -> Table:
     table.add_column("count", justify="right")
     for kind in ("BUY", "SELL", "HOLD"):
         table.add_row(f"signals {kind}", str(snap.signals_by_type.get(kind, 0)))
-    for status in ("PENDING", "EXECUTED", "FAILED", "CANCELLED"):
+    for status in ExecutionStatus:
         table.add_row(f"recommendations {status}", str(snap.recommendations_by_status.get(status, 0)))
     table.add_row("trading halted", f"yes: {snap.halt_reason}" if snap.trading_halted else "no")
     if snap.replay_clock is not None:

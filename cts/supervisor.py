@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.services import service
 from cts.health_probe import Endpoint
 
-# `cts up` exit codes: 0 = stopped cleanly (Ctrl-C); FIRST_SERVICE_EXIT_CODE + index = that service died.
+# `cts up` exit codes: 0 = stopped cleanly (Ctrl-C); a service's registered exit code (common.services, 10 to 13)
+# when it died; FIRST_SERVICE_EXIT_CODE + its index for a child that is not one of the four.
 FIRST_SERVICE_EXIT_CODE = 10
 
 
@@ -33,7 +35,10 @@ class Child:
 
     @property
     def exit_code(self) -> int:
-        return FIRST_SERVICE_EXIT_CODE + self.index
+        try:
+            return service(self.endpoint.name).exit_code
+        except KeyError:
+            return FIRST_SERVICE_EXIT_CODE + self.index
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,36 @@
 """Coinbase Advanced Trade REST client (httpx) for the executor: orders, order status, accounts, products.
 
-Every request carries a fresh JWT. 429 (the body may be HTML), 5xx and timeouts are retried with exponential
-backoff and jitter, a bounded number of times, and then raise TransientExchangeError; 401/403 raise
-ExchangeAuthError; other 4xx raise ExchangeRequestError. Messages never contain credentials or tokens."""
+Every request is signed with a fresh JWT (executor_svc.coinbase_auth.CoinbaseJWTAuth). 429 (the body may be HTML),
+5xx, timeouts and network errors are retried by the shared policy (common.http_retry: bounded, exponential backoff
+with jitter, Retry-After honoured) and then raise TransientExchangeError; 401/403 raise ExchangeAuthError; other
+4xx raise ExchangeRequestError at once. A 2xx answer is read into a typed model: one that is not JSON or lacks a
+field or has a malformed number raises ExchangeResponseError (never a silent 0). Messages never contain
+credentials or tokens."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
+from common.exchange_json import (
+    ExchangeModel,
+    MalformedResponse,
+    Model,
+    NonNegativeDecimal,
+    PositiveDecimal,
+    parse,
+)
+from common.http_retry import RetriesExhausted, RetryPolicy
 from common.metrics import EXCHANGE_ERRORS
-from executor_svc.coinbase_auth import CoinbaseCredentials, build_jwt
+from executor_svc.coinbase_auth import CoinbaseCredentials, CoinbaseJWTAuth
 
 log = logging.getLogger(__name__)
+ACCOUNTS_PAGE_SIZE = 250
+MAX_ACCOUNT_PAGES = 40
 
 
 class ExchangeError(Exception):
@@ -35,6 +47,11 @@ class ExchangeAuthError(ExchangeError):
 
 class ExchangeRequestError(ExchangeError):
     """Another 4xx: the request itself is wrong."""
+
+
+class ExchangeResponseError(ExchangeError):
+    """A 2xx answer that cannot be read (not JSON, a field missing, a malformed number). What the exchange did is
+    unknown: after an order was sent this is not a failure of the order."""
 
 
 @dataclass(frozen=True)
@@ -59,14 +76,60 @@ class ProductRules:
     base_increment: Decimal
     base_min_size: Decimal
     quote_min_size: Decimal
-    price: Decimal
 
 
-def _dec(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value)) if value not in (None, "") else Decimal(0)
-    except ArithmeticError:
-        return Decimal(0)
+# The answers, as far as the executor reads them (Coinbase sends numbers as decimal strings).
+
+
+class _SuccessResponse(ExchangeModel):
+    order_id: str = ""
+
+
+class _ErrorResponse(ExchangeModel):
+    error: str = ""
+    message: str = ""
+    error_details: str = ""
+
+
+class _CreateOrderAnswer(ExchangeModel):
+    success: bool
+    order_id: str = ""  # older answers put it here
+    success_response: _SuccessResponse | None = None
+    error_response: _ErrorResponse | None = None
+    failure_reason: str = ""
+
+
+class _Order(ExchangeModel):
+    order_id: str
+    status: str
+    filled_size: NonNegativeDecimal
+    average_filled_price: NonNegativeDecimal
+    total_fees: NonNegativeDecimal
+
+
+class _OrderAnswer(ExchangeModel):
+    order: _Order
+
+
+class _Balance(ExchangeModel):
+    value: NonNegativeDecimal
+
+
+class _Account(ExchangeModel):
+    currency: str
+    available_balance: _Balance
+
+
+class _AccountsAnswer(ExchangeModel):
+    accounts: list[_Account]
+    has_next: bool = False
+    cursor: str = ""
+
+
+class _Product(ExchangeModel):
+    base_increment: PositiveDecimal
+    base_min_size: NonNegativeDecimal
+    quote_min_size: NonNegativeDecimal
 
 
 class CoinbaseClient:
@@ -78,102 +141,108 @@ class CoinbaseClient:
         timeout: float = 10.0,
         max_retries: int = 4,
         backoff: float = 0.5,
+        retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``retry`` replaces the policy that ``max_retries`` and ``backoff`` describe (tests inject its sleep)."""
         self.base_url = base_url.rstrip("/")
-        self.credentials = credentials
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self.retry = retry or RetryPolicy(max_retries=max_retries, backoff=backoff)
+        self.http = httpx.AsyncClient(timeout=timeout, transport=transport, auth=CoinbaseJWTAuth(credentials))
 
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def _request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Any:
+    async def _request(
+        self, model: type[Model], method: str, path: str, *, json: Any = None, params: Any = None
+    ) -> Model:
+        what = f"Coinbase {method} {path}"
         url = f"{self.base_url}{path}"
-        for attempt in range(self.max_retries + 1):
-            token = build_jwt(self.credentials, method, url)
-            try:
-                response = await self.http.request(
-                    method, url, json=json, params=params, headers={"Authorization": f"Bearer {token}"}
-                )
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                kind, detail = "timeout" if isinstance(exc, httpx.TimeoutException) else "network", type(exc).__name__
-            else:
-                if response.status_code in (401, 403):
-                    EXCHANGE_ERRORS.labels("auth").inc()
-                    raise ExchangeAuthError(f"Coinbase refused the credentials (HTTP {response.status_code})")
-                if response.status_code == 429 or response.status_code >= 500:
-                    kind, detail = (
-                        ("rate_limited" if response.status_code == 429 else "server"),
-                        f"HTTP {response.status_code}",
-                    )
-                elif response.status_code >= 400:
-                    EXCHANGE_ERRORS.labels("request").inc()
-                    raise ExchangeRequestError(f"Coinbase answered HTTP {response.status_code} to {method} {path}")
-                else:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        kind, detail = "bad_response", "body is not JSON"
+
+        def count(kind: str) -> None:
             EXCHANGE_ERRORS.labels(kind).inc()
-            if attempt == self.max_retries:
-                raise TransientExchangeError(f"Coinbase {method} {path}: {detail} after {attempt + 1} attempts")
-            delay = self.backoff * (2**attempt) * (0.5 + random.random())
-            log.info("Coinbase %s %s: %s, retrying in %.2fs", method, path, detail, delay)
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+
+        try:
+            response = await self.retry.send(
+                lambda: self.http.request(method, url, json=json, params=params), what=what, on_problem=count
+            )
+        except RetriesExhausted as exc:
+            raise TransientExchangeError(str(exc)) from None
+        if response.status_code in (401, 403):
+            count("auth")
+            raise ExchangeAuthError(f"Coinbase refused the credentials (HTTP {response.status_code})")
+        if response.status_code >= 400:
+            count("request")
+            raise ExchangeRequestError(f"Coinbase answered HTTP {response.status_code} to {method} {path}")
+        try:
+            return parse(model, response.content)
+        except MalformedResponse as exc:
+            count("bad_response")
+            raise ExchangeResponseError(f"{what}: malformed answer: {exc}") from None
 
     async def create_market_order(
         self, client_order_id: str, product_id: str, side: str, *, quote_size: Decimal | None, base_size: Decimal | None
     ) -> OrderAck:
-        config = {"quote_size": format(quote_size, "f")} if side == "BUY" else {"base_size": format(base_size, "f")}
+        if side == "BUY":
+            if quote_size is None:
+                raise ValueError("a BUY market order needs quote_size")
+            config = {"quote_size": format(quote_size, "f")}
+        else:
+            if base_size is None:
+                raise ValueError("a SELL market order needs base_size")
+            config = {"base_size": format(base_size, "f")}
         body = {
             "client_order_id": client_order_id,
             "product_id": product_id,
             "side": side,
             "order_configuration": {"market_market_ioc": config},
         }
-        data = await self._request("POST", "/orders", json=body)
-        if data.get("success"):
-            order_id = (data.get("success_response") or {}).get("order_id") or data.get("order_id", "")
-            return OrderAck(True, str(order_id), "", "")
-        error = data.get("error_response") or {}
+        path = "/orders"
+        answer = await self._request(_CreateOrderAnswer, "POST", path, json=body)
+        if answer.success:
+            order_id = (answer.success_response.order_id if answer.success_response else "") or answer.order_id
+            if not order_id:
+                raise ExchangeResponseError(f"Coinbase POST {path}: malformed answer: success without an order_id")
+            return OrderAck(True, order_id, "", "")
+        error = answer.error_response or _ErrorResponse()
         return OrderAck(
             False,
             "",
-            str(error.get("error") or data.get("failure_reason") or "UNKNOWN_FAILURE_REASON"),
-            str(error.get("message") or error.get("error_details") or ""),
+            error.error or answer.failure_reason or "UNKNOWN_FAILURE_REASON",
+            error.message or error.error_details,
         )
 
     async def get_order(self, order_id: str) -> OrderState:
-        data = await self._request("GET", f"/orders/historical/{order_id}")
-        order = data.get("order") or {}
+        order = (await self._request(_OrderAnswer, "GET", f"/orders/historical/{order_id}")).order
         return OrderState(
-            order_id=str(order.get("order_id", order_id)),
-            status=str(order.get("status", "UNKNOWN")),
-            filled_size=_dec(order.get("filled_size")),
-            average_price=_dec(order.get("average_filled_price")),
-            total_fees=_dec(order.get("total_fees")),
+            order_id=order.order_id,
+            status=order.status,
+            filled_size=order.filled_size,
+            average_price=order.average_filled_price,
+            total_fees=order.total_fees,
         )
 
     async def available_balance(self, currency: str) -> Decimal:
-        data = await self._request("GET", "/accounts", params={"limit": 250})
+        """The available balance of ``currency`` over all accounts (every page of GET /accounts)."""
         total = Decimal(0)
-        for account in data.get("accounts", []):
-            if account.get("currency") == currency:
-                total += _dec((account.get("available_balance") or {}).get("value"))
-        return total
+        params: dict[str, Any] = {"limit": ACCOUNTS_PAGE_SIZE}
+        for _ in range(MAX_ACCOUNT_PAGES):
+            page = await self._request(_AccountsAnswer, "GET", "/accounts", params=params)
+            total += sum((a.available_balance.value for a in page.accounts if a.currency == currency), Decimal(0))
+            if not page.has_next:
+                return total
+            if not page.cursor:
+                raise ExchangeResponseError("Coinbase GET /accounts: malformed answer: has_next without a cursor")
+            params = {"limit": ACCOUNTS_PAGE_SIZE, "cursor": page.cursor}
+        raise ExchangeResponseError(f"Coinbase GET /accounts: more than {MAX_ACCOUNT_PAGES} pages of accounts")
 
     async def product(self, product_id: str) -> ProductRules:
-        data = await self._request("GET", f"/products/{product_id}")
+        product = await self._request(_Product, "GET", f"/products/{product_id}")
         return ProductRules(
-            base_increment=_dec(data.get("base_increment")) or Decimal("0.00000001"),
-            base_min_size=_dec(data.get("base_min_size")),
-            quote_min_size=_dec(data.get("quote_min_size")),
-            price=_dec(data.get("price")),
+            base_increment=product.base_increment,
+            base_min_size=product.base_min_size,
+            quote_min_size=product.quote_min_size,
         )
 
     async def check_auth(self) -> None:
         """An authenticated call (GET /accounts); raises on failure."""
-        await self._request("GET", "/accounts", params={"limit": 1})
+        await self._request(_AccountsAnswer, "GET", "/accounts", params={"limit": 1})

@@ -7,26 +7,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-FINAL = ("EXECUTED", "FAILED", "CANCELLED")
-SIDES = {"BUY": "BUY", "SELL": "SELL", "STRONG_BUY": "BUY", "STRONG_SELL": "SELL"}
+from common.lifecycle import ExecutionMode, ExecutionStatus, OrderSide, OrderStatus, SignalType
 
 
 @dataclass(frozen=True)
 class Recommendation:
     id: int
     symbol: str
-    signal_type: str
+    signal_type: SignalType
     amount_usd: Decimal
     amount_crypto: Decimal | None
     entry_price: Decimal | None
-    status: str
+    status: ExecutionStatus
     status_reason: str
     # Mock data: the recommendation or its signal has is_mock set (replayed candles, a paper execution).
     is_mock: bool = False
 
     @property
-    def side(self) -> str:
-        return SIDES.get(self.signal_type, "HOLD")
+    def side(self) -> OrderSide | None:
+        """What an order for it does; None for HOLD (nothing to execute)."""
+        return self.signal_type.side
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,16 @@ class OrderRequest:
     recommendation_id: int
     client_order_id: str
     symbol: str
-    side: str  # BUY / SELL
+    side: OrderSide
     quote_size: Decimal  # USD to spend (BUY)
     base_size: Decimal  # units to sell (SELL)
 
 
 @dataclass(frozen=True)
 class OrderOutcome:
-    status: str  # EXECUTED / FAILED, or PENDING when a transient problem left it retryable
+    # EXECUTED / FAILED, or PENDING when a transient problem left it retryable (with exchange_order_id: the
+    # exchange accepted the order and it is not filled yet, recorded as SUBMITTED)
+    status: OrderStatus
     exchange_order_id: str = ""
     filled_size: Decimal | None = None
     average_price: Decimal | None = None
@@ -55,10 +57,10 @@ class ExecutionRecord:
     recommendation_id: int
     client_order_id: str
     exchange_order_id: str
-    mode: str  # PAPER / LIVE
-    status: str
+    mode: ExecutionMode
+    status: OrderStatus
     symbol: str
-    side: str
+    side: OrderSide
     filled_size: Decimal | None
     average_price: Decimal | None
     fees: Decimal | None
@@ -70,11 +72,11 @@ class ExecutionRecord:
 @dataclass(frozen=True)
 class ExecutionResult:
     recommendation_id: int
-    status: str  # EXECUTED / FAILED / CANCELLED / PENDING
+    status: ExecutionStatus
     client_order_id: str
-    mode: str
+    mode: ExecutionMode
     symbol: str
-    side: str
+    side: OrderSide | None
     exchange_order_id: str = ""
     filled_size: Decimal | None = None
     average_price: Decimal | None = None

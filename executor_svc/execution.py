@@ -10,41 +10,91 @@ are written and committed together. Nothing leaves the database, so a crash leav
 Live:
    A recommendation from mock data (it or its signal has is_mock) is refused (FAILED_PRECONDITION, nothing sent).
 3. Commit the execution row (status PENDING, deterministic client_order_id) BEFORE anything is sent.
-4. In one transaction that holds that row (FOR UPDATE on MySQL, the writer lock on SQLite): if another caller
-   finished it meanwhile, return that; else send (or re-send after a crash: the same client_order_id, which
-   Coinbase answers with the order it already has), then record EXECUTED / FAILED on the execution and the
-   recommendation. A transient exchange problem leaves both PENDING, retryable.
-Concurrent calls for one recommendation therefore place one order."""
+4. Take the row's lease (committed; no transaction is held while Coinbase answers). Another executor's live lease:
+   answer PENDING (it is being worked on), send nothing.
+5. Send (or re-send after a crash or an expired lease: the same client_order_id, which Coinbase answers with the
+   order it already has), then record EXECUTED / FAILED on the execution and the recommendation in one
+   transaction. Accepted but not filled yet: SUBMITTED with the exchange order id. A transient exchange problem
+   leaves both retryable. Every write gives the lease back.
+One order per recommendation therefore holds across concurrent calls, replicas and crashes: the lease keeps
+replicas from sending at the same time, and the client_order_id makes any re-send return the same order."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from common.clock import Clock
 from common.errors import DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from common.lifecycle import FINAL_ORDER, ExecutionMode, ExecutionStatus, OrderSide, OrderStatus
 from common.metrics import EXECUTIONS
+from common.tables import MAX_ROW_ID
 from executor_svc.client_order_id import client_order_id
-from executor_svc.domain import FINAL, ExecutionRecord, ExecutionResult, OrderOutcome, OrderRequest, Recommendation
+from executor_svc.domain import ExecutionRecord, ExecutionResult, OrderOutcome, OrderRequest, Recommendation
 from executor_svc.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
-MAX_ID = 2**31 - 1
+T = TypeVar("T")
+LEASE_POLL_SECONDS = 0.05
+# A recommendation in one of these states gets no new order: its recorded result is returned.
+NO_NEW_ORDER = frozenset({ExecutionStatus.EXECUTED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
 
 
 class Broker(Protocol):
-    mode: str
+    mode: ExecutionMode
 
     async def execute(self, order: OrderRequest, ledger: Any) -> OrderOutcome: ...
+
+
+class PaperBatch(Protocol):
+    """One transaction settling a batch of paper executions (executor_svc.repository.PaperSettlement)."""
+
+    async def recommendations(self, ids: Sequence[int]) -> dict[int, Recommendation]: ...
+    async def executions(self, ids: Sequence[int]) -> dict[int, ExecutionRecord]: ...
+    def complete(
+        self,
+        rec: Recommendation,
+        client_order_id: str,
+        mode: ExecutionMode,
+        outcome: OrderOutcome,
+        now: datetime,
+        *,
+        restarted: bool,
+    ) -> None: ...
+
+
+class ExecutorStore(Protocol):
+    """What the executor needs from the database (executor_svc.repository.ExecutorRepository)."""
+
+    async def installation_id(self) -> str: ...
+    async def recommendation(self, recommendation_id: int) -> Recommendation | None: ...
+    async def execution(self, recommendation_id: int) -> ExecutionRecord | None: ...
+    async def unfinished(self) -> list[int]: ...
+    async def create_execution(
+        self, rec: Recommendation, client_order_id: str, mode: ExecutionMode, now: datetime
+    ) -> None: ...
+    async def take_lease(
+        self, recommendation_id: int, owner: str, until: datetime, now: datetime, *, take_over: bool = False
+    ) -> bool: ...
+    async def record_attempt(
+        self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime
+    ) -> None: ...
+    async def complete_live(self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime) -> bool: ...
+    async def settle(self, work: Callable[[Any], Awaitable[T]]) -> T: ...
 
 
 def result_from_record(record: ExecutionRecord, replayed: bool) -> ExecutionResult:
     return ExecutionResult(
         recommendation_id=record.recommendation_id,
-        status=record.status if record.status in FINAL else "PENDING",
+        status=ExecutionStatus(record.status) if record.status in FINAL_ORDER else ExecutionStatus.PENDING,
         client_order_id=record.client_order_id,
         mode=record.mode,
         symbol=record.symbol,
@@ -54,9 +104,14 @@ def result_from_record(record: ExecutionRecord, replayed: bool) -> ExecutionResu
         average_price=record.average_price,
         fees=record.fees,
         error_reason=record.error_message,
-        executed_at=record.completed_at if record.status == "EXECUTED" else None,
+        executed_at=record.completed_at if record.status == OrderStatus.EXECUTED else None,
         replayed=replayed,
     )
+
+
+def outcome_status(outcome: OrderOutcome) -> ExecutionStatus:
+    """The recommendation's status after an order outcome (an unfinished order leaves it PENDING)."""
+    return ExecutionStatus.PENDING if outcome.status not in FINAL_ORDER else ExecutionStatus(outcome.status)
 
 
 class Executor:
@@ -64,22 +119,36 @@ class Executor:
     every paper request that arrived while the previous one was committing (a lone request is a batch of one).
     Live executions send an order to Coinbase, so each has its own row committed before the order is sent."""
 
-    def __init__(self, repository: Any, broker: Broker, clock: Clock, *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        repository: ExecutorStore,
+        broker: Broker,
+        clock: Clock,
+        *,
+        max_batch: int = 256,
+        lease: timedelta = timedelta(seconds=120),
+        wait_for_other: float = 10.0,
+    ) -> None:
         self.repository = repository
         self.broker = broker
         self.clock = clock
+        self.lease = lease  # longer than the broker's worst case for one order (all retries included)
+        self.wait_for_other = wait_for_other  # how long a call waits for another executor's outcome
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._installation_id: str | None = None
         self._paper: GroupCommit[int, ExecutionResult] | None = (
-            GroupCommit(self._settle_paper, max_batch) if broker.mode == "PAPER" else None
+            GroupCommit(self._settle_paper, max_batch) if broker.mode == ExecutionMode.PAPER else None
         )
 
     @staticmethod
     def validate_id(recommendation_id: int) -> None:
-        if not 0 < recommendation_id <= MAX_ID:
-            raise InvalidArgumentError(f"recommendation_id must be between 1 and {MAX_ID}")
+        if not 0 < recommendation_id <= MAX_ROW_ID:
+            raise InvalidArgumentError(f"recommendation_id must be between 1 and {MAX_ROW_ID}")
 
-    async def process(self, recommendation_id: int) -> ExecutionResult:
+    async def process(self, recommendation_id: int, *, take_over: bool = False) -> ExecutionResult:
+        """Execute one recommendation (exactly once). ``take_over``: start-up recovery, whose live leases belong
+        to a process that died (or to a replica: both then send the same client_order_id, one order)."""
         self.validate_id(recommendation_id)
         if self._installation_id is None:  # read once: it never changes for a database
             self._installation_id = await self.repository.installation_id()
@@ -88,7 +157,7 @@ class Executor:
         lock = self._locks[recommendation_id]
         try:
             async with lock:
-                return await self._process_live(recommendation_id)
+                return await self._process_live(recommendation_id, take_over)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(recommendation_id, None)
@@ -99,9 +168,9 @@ class Executor:
         """Steps 1-2 (shared by paper and live): the recorded result when there is one, else the order to place."""
         if rec is None:
             raise NotFoundError(f"recommendation {recommendation_id} does not exist")
-        if record is not None and record.status in FINAL:
+        if record is not None and record.status in FINAL_ORDER:
             return result_from_record(record, replayed=True)
-        if rec.status in FINAL:
+        if rec.status in NO_NEW_ORDER:
             return ExecutionResult(
                 recommendation_id=rec.id,
                 status=rec.status,
@@ -113,7 +182,9 @@ class Executor:
                 replayed=True,
             )
         self._check(rec)
-        if self.broker.mode == "LIVE" and rec.is_mock:
+        side = rec.side
+        assert side is not None  # _check refused HOLD
+        if self.broker.mode == ExecutionMode.LIVE and rec.is_mock:
             raise FailedPreconditionError(
                 f"recommendation {rec.id} comes from mock data (is_mock): live mode places no order for it"
             )
@@ -126,7 +197,7 @@ class Executor:
             # An execution already recorded (a restart, an earlier version) keeps its stored id.
             client_order_id=record.client_order_id if record is not None else self._client_order_id(rec.id),
             symbol=rec.symbol,
-            side=rec.side,
+            side=side,
             quote_size=rec.amount_usd,
             base_size=rec.amount_crypto or Decimal(0),
         )
@@ -138,7 +209,7 @@ class Executor:
     async def _settle_paper(self, ids: list[int]) -> dict[int, ExecutionResult | Exception]:
         settled: list[tuple[Recommendation, OrderRequest, OrderOutcome]] = []
 
-        async def work(batch: Any) -> dict[int, ExecutionResult | Exception]:
+        async def work(batch: PaperBatch) -> dict[int, ExecutionResult | Exception]:
             settled.clear()  # a lock conflict runs the whole batch again
             outcomes: dict[int, ExecutionResult | Exception] = {}
             recs = await batch.recommendations(ids)
@@ -157,7 +228,7 @@ class Executor:
                 settled.append((rec, prepared, await self.broker.execute(prepared, batch)))
             finished = self.clock()  # completed_at: the fills are decided, only the writes and the commit follow
             for rec, order, outcome in settled:
-                if outcome.status != "PENDING":
+                if outcome.status != OrderStatus.PENDING:
                     restarted = rec.id in records
                     batch.complete(rec, order.client_order_id, self.broker.mode, outcome, finished, restarted=restarted)
                 outcomes[rec.id] = self._result(rec, order, outcome, finished)
@@ -168,7 +239,7 @@ class Executor:
             self._report(rec, order, outcome)
         return outcomes
 
-    async def _process_live(self, recommendation_id: int) -> ExecutionResult:
+    async def _process_live(self, recommendation_id: int, take_over: bool) -> ExecutionResult:
         rec = await self.repository.recommendation(recommendation_id)
         record = await self.repository.execution(recommendation_id)
         prepared = self._prepare(recommendation_id, rec, record)
@@ -176,40 +247,56 @@ class Executor:
             return prepared
         assert rec is not None  # _prepare raised NotFoundError otherwise
         order = prepared
+        now = self.clock()
         if record is None:
-            await self.repository.create_execution(rec, order.client_order_id, self.broker.mode, self.clock())
-        async with self.repository.unit(rec.id) as unit:
-            locked = await unit.lock()
-            if locked is not None and locked.status in FINAL:
-                return result_from_record(locked, replayed=True)
-            outcome = await self.broker.execute(order, unit)
-            now = self.clock()
-            if outcome.status == "PENDING":
-                await unit.note_attempt(outcome.error_message, now)
-            else:
-                await unit.complete(outcome, now)
+            await self.repository.create_execution(rec, order.client_order_id, self.broker.mode, now)
+        if not await self.repository.take_lease(rec.id, self.identity, now + self.lease, now, take_over=take_over):
+            # Another executor (a replica) is sending it: wait a little for its outcome, holding nothing.
+            for _ in range(int(self.wait_for_other / LEASE_POLL_SECONDS)):
+                latest = await self.repository.execution(rec.id)
+                if latest is not None and latest.status in FINAL_ORDER:
+                    return result_from_record(latest, replayed=True)
+                await asyncio.sleep(LEASE_POLL_SECONDS)
+            return ExecutionResult(
+                recommendation_id=rec.id,
+                status=ExecutionStatus.PENDING,
+                client_order_id=order.client_order_id,
+                mode=self.broker.mode,
+                symbol=rec.symbol,
+                side=order.side,
+                error_reason="another executor is sending this order; its outcome will be recorded",
+            )
+        # The lease is ours: no transaction is open while the exchange answers.
+        outcome = await self.broker.execute(order, None)
+        now = self.clock()
+        if outcome.status == OrderStatus.PENDING:
+            await self.repository.record_attempt(rec.id, self.identity, outcome, now)
+        elif not await self.repository.complete_live(rec.id, self.identity, outcome, now):
+            latest = await self.repository.execution(rec.id)
+            assert latest is not None
+            return result_from_record(latest, replayed=True)
         self._report(rec, order, outcome)
         return self._result(rec, order, outcome, now)
 
     def _result(self, rec: Recommendation, order: OrderRequest, outcome: OrderOutcome, now: Any) -> ExecutionResult:
         return ExecutionResult(
             recommendation_id=rec.id,
-            status=outcome.status,
+            status=outcome_status(outcome),
             client_order_id=order.client_order_id,
             mode=self.broker.mode,
             symbol=rec.symbol,
-            side=rec.side,
+            side=order.side,
             exchange_order_id=outcome.exchange_order_id,
             filled_size=outcome.filled_size,
             average_price=outcome.average_price,
             fees=outcome.fees,
             error_reason=outcome.error_message,
-            executed_at=now if outcome.status == "EXECUTED" else None,
+            executed_at=now if outcome.status == OrderStatus.EXECUTED else None,
         )
 
     def _report(self, rec: Recommendation, order: OrderRequest, outcome: OrderOutcome) -> None:
         EXECUTIONS.labels(outcome.status, self.broker.mode).inc()
-        if outcome.status == "PENDING":
+        if outcome.status == OrderStatus.PENDING:
             log.warning(
                 "recommendation %d left PENDING (retryable): %s",
                 rec.id,
@@ -237,11 +324,11 @@ class Executor:
 
     @staticmethod
     def _check(rec: Recommendation) -> None:
-        if rec.side not in ("BUY", "SELL"):
+        if rec.side is None:
             raise FailedPreconditionError(f"recommendation {rec.id} is {rec.signal_type}: nothing to execute")
         if rec.amount_usd is None or rec.amount_usd <= 0:
             raise FailedPreconditionError(f"recommendation {rec.id} has a non-positive amount_usd")
-        if rec.side == "SELL" and (rec.amount_crypto is None or rec.amount_crypto <= 0):
+        if rec.side == OrderSide.SELL and (rec.amount_crypto is None or rec.amount_crypto <= 0):
             raise FailedPreconditionError(f"recommendation {rec.id} is a SELL with a non-positive amount_crypto")
 
     async def recover(self) -> int:
@@ -249,7 +336,7 @@ class Executor:
         resolved = 0
         for recommendation_id in await self.repository.unfinished():
             try:
-                await self.process(recommendation_id)
+                await self.process(recommendation_id, take_over=True)
                 resolved += 1
             except Exception:
                 log.exception("could not resolve unfinished execution of recommendation %d", recommendation_id)

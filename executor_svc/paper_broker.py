@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from common.clock import Clock
+from common.lifecycle import ExecutionMode, OrderSide, OrderStatus
 from executor_svc.domain import OrderOutcome, OrderRequest
 from executor_svc.paper_fill import paper_fill
 
@@ -19,7 +20,7 @@ class PaperLedger(Protocol):
 
 
 class PaperBroker:
-    mode = "PAPER"
+    mode = ExecutionMode.PAPER
 
     def __init__(
         self,
@@ -43,7 +44,7 @@ class PaperBroker:
         price = await ledger.market_price(order.symbol, self.granularity, self.replay)
         if price is None or price <= 0:
             return OrderOutcome(
-                "FAILED", error_code="NO_MARKET_PRICE", error_message=f"no candle price for {order.symbol}"
+                OrderStatus.FAILED, error_code="NO_MARKET_PRICE", error_message=f"no candle price for {order.symbol}"
             )
         fill = paper_fill(
             side=order.side,
@@ -54,29 +55,31 @@ class PaperBroker:
             fee_rate=self.fee_rate,
         )
         if fill.size <= 0:
-            return OrderOutcome("FAILED", error_code="INVALID_SIZE", error_message="order size rounds to zero")
+            return OrderOutcome(
+                OrderStatus.FAILED, error_code="INVALID_SIZE", error_message="order size rounds to zero"
+            )
         base = order.symbol.split("-", 1)[0]
         cash = await ledger.balance("USD", self.starting_cash, now)
         held = await ledger.balance(base, self.starting_cash, now)
-        if order.side == "BUY":
+        if order.side == OrderSide.BUY:
             cost = fill.quote_total + fill.fee
             if cost > cash:
                 return OrderOutcome(
-                    "FAILED", error_code="INSUFFICIENT_FUND", error_message=f"paper cash {cash} < {cost} USD"
+                    OrderStatus.FAILED, error_code="INSUFFICIENT_FUND", error_message=f"paper cash {cash} < {cost} USD"
                 )
             await ledger.set_balance("USD", cash - cost, now)
             await ledger.set_balance(base, held + fill.size, now)
         else:
             if fill.size > held:
                 return OrderOutcome(
-                    "FAILED",
+                    OrderStatus.FAILED,
                     error_code="INSUFFICIENT_FUND",
                     error_message=f"paper holdings {held} {base} < {fill.size} to sell",
                 )
             await ledger.set_balance(base, held - fill.size, now)
             await ledger.set_balance("USD", cash + fill.quote_total - fill.fee, now)
         return OrderOutcome(
-            "EXECUTED",
+            OrderStatus.EXECUTED,
             exchange_order_id=f"paper-{order.client_order_id}",
             filled_size=fill.size,
             average_price=fill.price,

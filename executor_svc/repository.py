@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.clock import as_utc
+from common import lifecycle
+from common.candles import candle_seconds
+from common.control import ControlKey, decode_replay_clock, read_control
 from common.database import is_lock_conflict
+from common.lifecycle import ExecutionMode, ExecutionStatus, OrderSide, OrderStatus, SignalType
 from common.sql import insert_ignore
 from common.tables import (
-    INSTALLATION_ID_KEY,
     market_candles,
     paper_balances,
     system_control,
@@ -33,17 +33,18 @@ _e = trade_executions.c
 _r = trade_recommendations.c
 T = TypeVar("T")
 SETTLEMENT_ATTEMPTS = 3
+CASH = "USD"  # paper_balances' cash row
 
 
 def _recommendation(row: Any, signal_is_mock: bool = False) -> Recommendation:
     return Recommendation(
         id=row.id,
         symbol=row.symbol,
-        signal_type=row.signal_type,
+        signal_type=SignalType(row.signal_type),
         amount_usd=row.amount_usd,
         amount_crypto=row.amount_crypto,
         entry_price=row.entry_price,
-        status=row.execution_status or "PENDING",
+        status=ExecutionStatus(row.execution_status or ExecutionStatus.PENDING),
         status_reason=row.status_reason or "",
         is_mock=bool(row.is_mock) or signal_is_mock,
     )
@@ -54,10 +55,10 @@ def _record(row: Any) -> ExecutionRecord:
         recommendation_id=row.recommendation_id,
         client_order_id=row.client_order_id,
         exchange_order_id=row.exchange_order_id or "",
-        mode=row.mode,
-        status=row.status,
+        mode=ExecutionMode(row.mode),
+        status=OrderStatus(row.status),
         symbol=row.symbol,
-        side=row.side,
+        side=OrderSide(row.side),
         filled_size=row.filled_size,
         average_price=row.average_price,
         fees=row.fees,
@@ -95,15 +96,14 @@ class ExecutorRepository:
 
     async def installation_id(self) -> str:
         """The id created with the database (migration 0003); recreated (random) only if someone deleted it."""
-        query = select(system_control.c.value).where(system_control.c.key == INSTALLATION_ID_KEY)
         async with self.engine.begin() as conn:
-            value = (await conn.execute(query)).scalar_one_or_none()
+            value = await read_control(conn, ControlKey.INSTALLATION_ID)
             if value is None:
                 await conn.execute(
                     insert_ignore(conn, system_control),
-                    {"key": INSTALLATION_ID_KEY, "value": str(uuid.uuid4()), "updated_by": "executor"},
+                    {"key": ControlKey.INSTALLATION_ID.value, "value": str(uuid.uuid4()), "updated_by": "executor"},
                 )
-                value = (await conn.execute(query)).scalar_one()
+                value = await read_control(conn, ControlKey.INSTALLATION_ID)
         return str(value)
 
     async def execution(self, recommendation_id: int) -> ExecutionRecord | None:
@@ -116,10 +116,13 @@ class ExecutorRepository:
     async def unfinished(self) -> list[int]:
         """Executions left PENDING/SUBMITTED (for example by a crash)."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(_e.recommendation_id).where(_e.status.in_(("PENDING", "SUBMITTED"))))
+            unfinished = [s.value for s in OrderStatus if s not in lifecycle.FINAL_ORDER]
+            rows = await conn.execute(select(_e.recommendation_id).where(_e.status.in_(unfinished)))
             return list(rows.scalars())
 
-    async def create_execution(self, rec: Recommendation, client_order_id: str, mode: str, now: datetime) -> None:
+    async def create_execution(
+        self, rec: Recommendation, client_order_id: str, mode: ExecutionMode, now: datetime
+    ) -> None:
         """Commit the execution row before anything is sent (a concurrent or earlier row wins: no duplicate)."""
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -128,22 +131,98 @@ class ExecutorRepository:
                     "recommendation_id": rec.id,
                     "client_order_id": client_order_id,
                     "mode": mode,
-                    "status": "PENDING",
+                    "status": OrderStatus.PENDING.value,
                     "symbol": rec.symbol,
                     "side": rec.side,
-                    "quote_size": rec.amount_usd if rec.side == "BUY" else None,
-                    "base_size": rec.amount_crypto if rec.side == "SELL" else None,
-                    "is_mock": mode == "PAPER",
+                    "quote_size": rec.amount_usd if rec.side == OrderSide.BUY else None,
+                    "base_size": rec.amount_crypto if rec.side == OrderSide.SELL else None,
+                    "is_mock": mode == ExecutionMode.PAPER,
                     "created_at": now,
                     "updated_at": now,
                 },
             )
 
-    @asynccontextmanager
-    async def unit(self, recommendation_id: int) -> AsyncIterator[ExecutionUnit]:
-        """One transaction holding the execution row (FOR UPDATE; SQLite: the writer lock) until it commits."""
+    async def take_lease(
+        self, recommendation_id: int, owner: str, until: datetime, now: datetime, *, take_over: bool = False
+    ) -> bool:
+        """Take the lease on an unfinished live execution (committed at once): True when ``owner`` holds it now,
+        False when another executor holds a lease that has not run out (or the execution is final). ``take_over``
+        ignores another holder's lease (start-up recovery)."""
+        unfinished = [s.value for s in OrderStatus if s not in lifecycle.FINAL_ORDER]
+        free = or_(_e.lease_until.is_(None), _e.lease_until < now, _e.lease_owner == owner)
         async with self.engine.begin() as conn:
-            yield ExecutionUnit(conn, recommendation_id)
+            result = await conn.execute(
+                update(trade_executions)
+                .where(
+                    _e.recommendation_id == recommendation_id,
+                    _e.status.in_(unfinished),
+                    *([] if take_over else [free]),
+                )
+                .values(lease_owner=owner, lease_until=until, updated_at=now)
+            )
+            return bool(result.rowcount)
+
+    async def record_attempt(self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime) -> None:
+        """An attempt that left the order unfinished, and the lease given back. With an exchange order id the exchange
+        has the order (accepted, not filled yet): SUBMITTED, so a later attempt follows that order."""
+        values: dict[str, Any] = {
+            "attempts": _e.attempts + 1,
+            "error_message": outcome.error_message[:2000] or None,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if outcome.exchange_order_id:
+            lifecycle.check_order_move(OrderStatus.PENDING, OrderStatus.SUBMITTED)
+            values |= {"status": OrderStatus.SUBMITTED.value, "exchange_order_id": outcome.exchange_order_id}
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(trade_executions)
+                .where(
+                    _e.recommendation_id == recommendation_id,
+                    _e.lease_owner == owner,
+                    _e.status.in_([OrderStatus.PENDING.value, OrderStatus.SUBMITTED.value]),
+                )
+                .values(**values)
+            )
+
+    async def complete_live(self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime) -> bool:
+        """The final outcome of a live order: the execution and its recommendation in one transaction (the lease
+        given back). False when the lease was lost and another executor recorded the order first."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(trade_executions)
+                .where(
+                    _e.recommendation_id == recommendation_id,
+                    _e.status.in_([OrderStatus.PENDING.value, OrderStatus.SUBMITTED.value]),
+                )
+                .values(
+                    status=outcome.status,
+                    exchange_order_id=outcome.exchange_order_id or None,
+                    filled_size=outcome.filled_size,
+                    average_price=outcome.average_price,
+                    fees=outcome.fees,
+                    error_code=outcome.error_code or None,
+                    error_message=outcome.error_message[:2000] or None,
+                    attempts=_e.attempts + 1,
+                    updated_at=now,
+                    completed_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+            if not result.rowcount:
+                return False
+            status = ExecutionStatus(outcome.status)
+            await conn.execute(
+                lifecycle.finish(
+                    status,
+                    reason=outcome.error_message or None,
+                    executed_at=now if status == ExecutionStatus.EXECUTED else None,
+                    now=now,
+                ).where(_r.id == recommendation_id)
+            )
+            return True
 
     async def settle(self, work: Callable[[PaperSettlement], Awaitable[T]]) -> T:
         """Run ``work`` in one transaction that settles a batch of paper executions, then write what it recorded
@@ -159,59 +238,6 @@ class ExecutorRepository:
                 if attempt == SETTLEMENT_ATTEMPTS or not is_lock_conflict(exc):
                     raise
         raise AssertionError("unreachable")
-
-
-class ExecutionUnit:
-    """Operations inside the transaction that sends and completes one live execution."""
-
-    def __init__(self, conn: AsyncConnection, recommendation_id: int) -> None:
-        self.conn = conn
-        self.recommendation_id = recommendation_id
-
-    async def lock(self) -> ExecutionRecord | None:
-        query = select(trade_executions).where(_e.recommendation_id == self.recommendation_id)
-        if self.conn.dialect.name != "sqlite":
-            query = query.with_for_update()
-        row = (await self.conn.execute(query)).first()
-        return _record(row) if row is not None else None
-
-    async def note_attempt(self, message: str, now: datetime) -> None:
-        await self.conn.execute(
-            update(trade_executions)
-            .where(_e.recommendation_id == self.recommendation_id)
-            .values(attempts=_e.attempts + 1, error_message=message[:2000], updated_at=now)
-        )
-
-    async def complete(self, outcome: OrderOutcome, now: datetime) -> None:
-        await self.conn.execute(
-            update(trade_executions)
-            .where(_e.recommendation_id == self.recommendation_id)
-            .values(
-                status=outcome.status,
-                exchange_order_id=outcome.exchange_order_id or None,
-                filled_size=outcome.filled_size,
-                average_price=outcome.average_price,
-                fees=outcome.fees,
-                error_code=outcome.error_code or None,
-                error_message=outcome.error_message[:2000] or None,
-                attempts=_e.attempts + 1,
-                updated_at=now,
-                completed_at=now,
-            )
-        )
-        await self.conn.execute(
-            update(trade_recommendations)
-            .where(_r.id == self.recommendation_id)
-            .values(
-                execution_status=outcome.status,
-                executed_at=now if outcome.status == "EXECUTED" else None,
-                status_reason=(outcome.error_message or None),
-                pending_key=None,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=now,
-            )
-        )
 
 
 class PaperSettlement:
@@ -248,7 +274,7 @@ class PaperSettlement:
         self,
         rec: Recommendation,
         client_order_id: str,
-        mode: str,
+        mode: ExecutionMode,
         outcome: OrderOutcome,
         now: datetime,
         *,
@@ -277,10 +303,10 @@ class PaperSettlement:
                     "mode": mode,
                     "symbol": rec.symbol,
                     "side": rec.side,
-                    "quote_size": rec.amount_usd if rec.side == "BUY" else None,
-                    "base_size": rec.amount_crypto if rec.side == "SELL" else None,
+                    "quote_size": rec.amount_usd if rec.side == OrderSide.BUY else None,
+                    "base_size": rec.amount_crypto if rec.side == OrderSide.SELL else None,
                     "attempts": 1,
-                    "is_mock": mode == "PAPER",
+                    "is_mock": mode == ExecutionMode.PAPER,
                     "created_at": now,
                     **final,
                 }
@@ -289,7 +315,7 @@ class PaperSettlement:
             {
                 "b_id": rec.id,
                 "b_status": outcome.status,
-                "b_executed_at": now if outcome.status == "EXECUTED" else None,
+                "b_executed_at": now if outcome.status == OrderStatus.EXECUTED else None,
                 "b_reason": outcome.error_message or None,
                 "b_now": now,
             }
@@ -318,20 +344,15 @@ class PaperSettlement:
             )
         if self._recommendations:
             await self.conn.execute(
-                update(trade_recommendations)
-                .where(_r.id == bindparam("b_id"))
-                .values(
-                    execution_status=bindparam("b_status"),
+                lifecycle.finish_with_outcome(
+                    status=bindparam("b_status"),
                     executed_at=bindparam("b_executed_at"),
-                    status_reason=bindparam("b_reason"),
-                    pending_key=None,
-                    claimed_by=None,
-                    claimed_until=None,
+                    reason=bindparam("b_reason"),
+                    now=bindparam("b_now"),
                     # A paper execution is not a real trade: `execution_status = 'EXECUTED' AND is_mock = 0`
                     # counts real trades only.
                     is_mock=True,
-                    updated_at=bindparam("b_now"),
-                ),
+                ).where(_r.id == bindparam("b_id")),
                 self._recommendations,
             )
         updates = [
@@ -361,13 +382,9 @@ class PaperSettlement:
             )
             if replay:
                 if not self._replay_read:
-                    clock = (
-                        await self.conn.execute(
-                            select(system_control.c.value).where(system_control.c.key == "replay_clock")
-                        )
-                    ).scalar_one_or_none()
-                    if clock:
-                        self._replay_until = int(as_utc(datetime.fromisoformat(clock)).timestamp()) - 3600
+                    clock = decode_replay_clock(await read_control(self.conn, ControlKey.REPLAY_CLOCK))
+                    if clock is not None:  # the close of the last released candle: its start is a candle earlier
+                        self._replay_until = int(clock.timestamp()) - candle_seconds(granularity)
                     self._replay_read = True
                 if self._replay_until is not None:
                     query = query.where(market_candles.c.start_time <= self._replay_until)
@@ -378,8 +395,8 @@ class PaperSettlement:
         return self._prices[key]
 
     async def balance(self, asset: str, starting_cash: Decimal, now: datetime) -> Decimal:
-        if "USD" not in self._balances:  # every batch locks USD first: batches queue there, never deadlock
-            await self._load("USD", starting_cash, now)
+        if CASH not in self._balances:  # every batch locks USD first: batches queue there, never deadlock
+            await self._load(CASH, starting_cash, now)
         if asset not in self._balances:
             await self._load(asset, starting_cash, now)
         return self._balances[asset]
@@ -394,16 +411,12 @@ class PaperSettlement:
         if self._locking:
             query = query.with_for_update()
         value = (await self.conn.execute(query)).scalar_one_or_none()
-        if value is None and asset == "USD":  # the first paper trade ever: open the account with the starting cash
+        if value is None and asset == CASH:  # the first paper trade ever: open the account with the starting cash
             await self.conn.execute(
                 insert_ignore(self.conn, paper_balances),
-                {"asset": "USD", "available": starting_cash, "updated_at": now},
+                {"asset": CASH, "available": starting_cash, "updated_at": now},
             )
             value = (await self.conn.execute(query)).scalar_one_or_none()
         if value is not None:
             self._stored_assets.add(asset)
         self._balances[asset] = Decimal(value) if value is not None else Decimal(0)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
 from common.config import Settings
-from common.server import ServiceDefinition, ServiceParts
+from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import executor_pb2, executor_pb2_grpc
 from executor_svc.execution import Executor
 from executor_svc.paper_broker import PaperBroker
@@ -77,7 +78,11 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
             replay=settings.market_data_source == "replay",
             clock=utc_now,
         )
-    executor = Executor(repository, broker, utc_now)
+    # A live order's lease outlasts the client's worst case for one order: every attempt timing out, plus backoff.
+    attempts = settings.coinbase_max_retries + 1
+    backoff = settings.coinbase_backoff_seconds * 1.5 * (2**attempts - 1)  # jitter up to x1.5
+    worst_case = attempts * settings.coinbase_timeout_seconds + backoff
+    executor = Executor(repository, broker, utc_now, lease=timedelta(seconds=min(worst_case, 3600) + 30))
     servicer = TradeExecutorServicer(executor)
 
     async def recover() -> None:

@@ -5,53 +5,64 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
+import grpc
+from google.rpc import status_pb2
 
 from common.errors import DomainError
-from common.server import status_code_name
+from common.interceptor import status_code_name
+from common.lifecycle import (
+    ExecutionStatus,
+    decimal_string,
+    mode_to_proto,
+    order_side_to_proto,
+    signal_type_to_proto,
+    status_to_proto,
+    to_timestamp,
+)
 from crypto_trading.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 from executor_svc.domain import ExecutionResult
 from executor_svc.execution import Executor
 
-STATUS = {
-    "PENDING": common_pb2.EXECUTION_STATUS_PENDING,
-    "EXECUTED": common_pb2.EXECUTION_STATUS_EXECUTED,
-    "FAILED": common_pb2.EXECUTION_STATUS_FAILED,
-    "CANCELLED": common_pb2.EXECUTION_STATUS_CANCELLED,
-}
-MODE = {"PAPER": common_pb2.EXECUTION_MODE_PAPER, "LIVE": common_pb2.EXECUTION_MODE_LIVE}
-SIDE = {"BUY": common_pb2.SIGNAL_TYPE_BUY, "SELL": common_pb2.SIGNAL_TYPE_SELL}
 STREAM_CONCURRENCY = 256
+# The executor's own problems (the database lost, a bug): the recommendation stays PENDING and is retried.
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 log = logging.getLogger(__name__)
-
-
-def _decimal(value: Decimal | None) -> str:
-    return "" if value is None else format(value, "f")
 
 
 def to_message(result: ExecutionResult) -> executor_pb2.ExecutionResult:
     message = executor_pb2.ExecutionResult(
         recommendation_id=result.recommendation_id,
-        status=STATUS.get(result.status, common_pb2.EXECUTION_STATUS_UNSPECIFIED),
+        status=status_to_proto(result.status),
         exchange_order_id=result.exchange_order_id,
         client_order_id=result.client_order_id,
-        filled_size=_decimal(result.filled_size),
-        average_price=_decimal(result.average_price),
-        fees=_decimal(result.fees),
+        filled_size=decimal_string(result.filled_size),
+        average_price=decimal_string(result.average_price),
+        fees=decimal_string(result.fees),
         error_reason=result.error_reason,
-        mode=MODE.get(result.mode, common_pb2.EXECUTION_MODE_UNSPECIFIED),
+        mode=mode_to_proto(result.mode),
         symbol=result.symbol,
-        side=SIDE.get(result.side, common_pb2.SIGNAL_TYPE_UNSPECIFIED),
+        order_side=order_side_to_proto(result.side),
+        # deprecated field, kept for older clients
+        side=signal_type_to_proto(result.side) if result.side else common_pb2.SIGNAL_TYPE_UNSPECIFIED,
         replayed=result.replayed,
     )
     if result.executed_at is not None:
-        stamp = Timestamp()
-        stamp.FromDatetime(result.executed_at)
-        message.executed_at.CopyFrom(stamp)
+        message.executed_at.CopyFrom(to_timestamp(result.executed_at))
     return message
+
+
+def error_message(recommendation_id: int, code: grpc.StatusCode, reason: str) -> executor_pb2.ExecutionResult:
+    """A stream item the executor could not process: its google.rpc.Status (and the deprecated code name)."""
+    retryable = code in RETRYABLE_CODES
+    return executor_pb2.ExecutionResult(
+        recommendation_id=recommendation_id,
+        error=status_pb2.Status(code=code.value[0], message=reason),
+        error_code=code.name,  # deprecated field, kept for older clients
+        error_reason=reason,
+        status=status_to_proto(ExecutionStatus.PENDING) if retryable else common_pb2.EXECUTION_STATUS_UNSPECIFIED,
+    )
 
 
 class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
@@ -70,22 +81,16 @@ class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
         try:
             result = to_message(await self.executor.process(recommendation_id))
         except Exception as exc:
-            code = status_code_name(exc)
+            code = grpc.StatusCode[status_code_name(exc)]
             if isinstance(exc, DomainError):
                 reason = str(exc)
-            elif code == "UNAVAILABLE":
+            elif code == grpc.StatusCode.UNAVAILABLE:
                 log.warning("recommendation %d: database unavailable (%s)", recommendation_id, type(exc).__name__)
                 reason = "the database is unavailable; try again later"
             else:
                 log.exception("recommendation %d: unexpected error", recommendation_id)
                 reason = "internal error in the executor; see its log"
-            retryable = code in ("UNAVAILABLE", "INTERNAL")  # the executor's problem: stays PENDING, retried
-            result = executor_pb2.ExecutionResult(
-                recommendation_id=recommendation_id,
-                error_code=code,
-                error_reason=reason,
-                status=common_pb2.EXECUTION_STATUS_PENDING if retryable else common_pb2.EXECUTION_STATUS_UNSPECIFIED,
-            )
+            result = error_message(recommendation_id, code, reason)
         return executor_pb2.ExecuteRecommendationsResponse(result=result)
 
     async def ExecuteRecommendations(

@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from common.candles import GRANULARITY_SECONDS
 from common.clock import Clock
 from common.errors import UnavailableError
-from generator_svc.market_data import GRANULARITY_SECONDS, Candle, MarketDataError
+from generator_svc.market_data import Candle, MarketDataError
 from generator_svc.universe import Product, UniverseRules, top_tradable
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,12 @@ class CandleRefresher:
         symbols = top_tradable(products, self.rules)
         end = int(self.clock().timestamp()) // self.step * self.step  # the candle starting at `end` is still open
         latest = await self.store.latest_candle_starts(symbols)
+        # the history to fetch is counted in hours, whatever the candles' granularity
         added: dict[str, int] = {}
         for symbol in symbols:
-            since = latest[symbol] + self.step if symbol in latest else end - self.history_hours * 3600
+            since = (
+                latest[symbol] + self.step if symbol in latest else end - self.history_hours * 3600
+            )  # history is counted in hours whatever the granularity
             if since >= end:
                 added[symbol] = 0
                 continue

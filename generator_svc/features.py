@@ -10,14 +10,16 @@ hours) tells the model where that happened.
 
 Many symbols at once (the generator): ``latest_features`` stacks the last ``HISTORY_WINDOW`` rows of every symbol
 side by side (row k = each symbol's k-th most recent candle; a symbol with fewer rows is padded with leading NaN,
-treated like missing history) and evaluates the same definitions at the last row only, in numpy, with the recursive
-averages through the same pandas ewm. A test holds it to the last row of ``compute_features`` on real candles.
+treated like missing history) and evaluates the same definitions at the last row only, in numpy: the recursive
+averages by the same recursion as pandas' ``ewm(adjust=False)``, a block of rows per matrix product (pandas itself
+only for a column with a gap after its start). A test holds it to the last row of ``compute_features`` on real
+candles.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -65,8 +67,9 @@ assert len(FEATURE_NAMES) == 51
 # Rows needed before every feature of a row is defined (the 200-candle moving average is the longest).
 MIN_HISTORY = 200
 # Rows the live generator and the benchmark feed per symbol. Exponential indicators (EMA, RSI, ATR, MACD) forget
-# their start: after 500 rows the weight of the first row is below 1e-15, so 500 rows reproduce the full-history
-# values (tests/generator_svc/test_features.py checks the agreement).
+# their start: after 500 rows the first row's weight is (1 - a)^499, about 2e-9 for the slowest average (the
+# 50-span EMA, a = 2/51) and far less for the others, so 500 rows reproduce the full-history values
+# (tests/generator_svc/test_features.py holds them to 1e-9).
 HISTORY_WINDOW = 500
 
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
@@ -221,7 +224,8 @@ def latest_features(candles_by_symbol: Mapping[str, np.ndarray], window: int = H
 
 # --- the last row only, on (rows, symbols) arrays with leading NaN where a symbol has less history ---
 # The same definitions as _panel_features, evaluated at the last row: window statistics over the last n rows (NaN
-# when any of them is missing, like rolling(n, min_periods=n)), recursive averages through the same pandas ewm.
+# when any of them is missing, like rolling(n, min_periods=n)), recursive averages by _ewm_array (pandas' recursion
+# in numpy).
 
 
 EWM_BLOCK = 32
@@ -419,6 +423,3 @@ def _last_row_features(
     out["dist_high_168"] = close / _max(h, 168) - 1.0
     out["hours_since_prev"] = (t[-1] - _lag(t, 1)) / 3600.0
     return out
-
-
-FeatureFunction = Callable[[pd.DataFrame], pd.DataFrame]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from common.clock import Clock
 from common.errors import FailedPreconditionError, NotFoundError
+from common.lifecycle import ACTIONABLE_SIGNALS, SignalType
 from common.metrics import SIGNALS
 from generator_svc.features import CANDLE_COLUMNS, FEATURE_NAMES, HISTORY_WINDOW, MIN_HISTORY, latest_features
 from generator_svc.model_store import LoadedModel
@@ -29,7 +30,7 @@ from generator_svc.signal_rule import decide_from_probabilities, threshold_for, 
 from generator_svc.universe import Product, UniverseRules, select_universe
 
 log = logging.getLogger(__name__)
-HOUR = 3600
+HOUR = 3600  # the features are computed on hourly bars (the model is defined on them)
 # Candles fetched per symbol on a cold cache: HISTORY_WINDOW rows plus room for gaps.
 COLD_FETCH_HOURS = 3 * HISTORY_WINDOW
 
@@ -59,11 +60,11 @@ class GenerationResult:
 
     @property
     def created_actionable_ids(self) -> list[int]:
-        return [row.id for row, created in self.signals if created and row.signal_type in ("BUY", "SELL")]
+        return [row.id for row, created in self.signals if created and row.signal_type in ACTIONABLE_SIGNALS]
 
     def counts_by_type(self) -> dict[str, int]:
         """New signals of this call by type (BUY, SELL, HOLD order), for the one INFO line per cycle."""
-        counts = {kind: 0 for kind in ("BUY", "SELL", "HOLD")}
+        counts = {kind.value: 0 for kind in (SignalType.BUY, SignalType.SELL, SignalType.HOLD)}
         for row, created in self.signals:
             if created:
                 counts[row.signal_type] = counts.get(row.signal_type, 0) + 1
@@ -213,7 +214,7 @@ class SignalGenerator:
                 SIGNALS.labels(signal.signal_type).inc()
                 # BUY and SELL are what an operator greps for; HOLD (most rows) only at DEBUG.
                 log.log(
-                    logging.DEBUG if signal.signal_type == "HOLD" else logging.INFO,
+                    logging.DEBUG if signal.signal_type == SignalType.HOLD else logging.INFO,
                     "Generated %s signal for %s at %s (confidence %s, P(buy)=%s P(sell)=%s, model %s)",
                     signal.signal_type,
                     signal.symbol,

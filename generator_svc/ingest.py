@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.candles import candle_seconds
 from generator_svc.candle_repository import insert_candles
 
 Progress = Callable[[str, int, int], None]  # (symbol, rows done, rows total)
@@ -90,7 +91,8 @@ async def ingest_coinbase_recent(
                 settings.universe_size, 0, frozenset(settings.symbol_allowlist), frozenset(settings.symbol_denylist)
             )
             symbols = top_tradable(products, rules)
-        end = int(time.time()) // 3600 * 3600
+        step = candle_seconds(settings.candle_granularity)
+        end = int(time.time()) // step * step  # the candle starting at `end` is still open
         return await ingest_coinbase(
             engine, client, symbols, end - days * 86400, end, granularity=settings.candle_granularity, progress=progress
         )

@@ -1,32 +1,38 @@
 """Coinbase Advanced Trade public market data over httpx: products and candles.
 
 `GET /market/products` and `GET /market/products/{id}/candles?start=&end=&granularity=` (start/end in Unix
-seconds, newest first, at most 300 candles per request: longer ranges are paged). 429 (the body may be HTML) and
-5xx are retried with exponential backoff and jitter; any other 4xx is an error."""
+seconds, newest first, at most 300 candles per request: longer ranges are paged). 429 (the body may be HTML),
+5xx and transport errors are retried by the shared policy (common.http_retry: bounded, exponential backoff with
+jitter, Retry-After honoured); any other 4xx is an error at once. Answers are read into typed models: a candle
+with a missing or malformed number, or an answer that is not JSON, is a MarketDataError (never a silent 0). A
+product whose price or 24 h volume is empty or absent (Coinbase has no figure for it) cannot be ranked and is left
+out of the product list; a malformed one is an error."""
 
 from __future__ import annotations
 
-import asyncio
-import random
+import logging
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
+from pydantic import field_validator
 
+from common.candles import GRANULARITY_SECONDS
+from common.exchange_json import (
+    ExchangeModel,
+    MalformedResponse,
+    Model,
+    NonNegativeDecimal,
+    PositiveDecimal,
+    parse,
+)
+from common.http_retry import RetriesExhausted, RetryPolicy
 from common.metrics import EXCHANGE_ERRORS
 from generator_svc.universe import Product
 
-GRANULARITY_SECONDS = {
-    "ONE_MINUTE": 60,
-    "FIVE_MINUTE": 300,
-    "FIFTEEN_MINUTE": 900,
-    "THIRTY_MINUTE": 1800,
-    "ONE_HOUR": 3600,
-    "TWO_HOUR": 7200,
-    "SIX_HOUR": 21600,
-    "ONE_DAY": 86400,
-}
+log = logging.getLogger(__name__)
+
 MAX_CANDLES_PER_REQUEST = 300
 
 
@@ -44,11 +50,39 @@ class Candle:
     volume: Decimal
 
 
-def _dec(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value)) if value not in (None, "") else Decimal(0)
-    except InvalidOperation:
-        return Decimal(0)
+class _Candle(ExchangeModel):
+    start: int
+    open: PositiveDecimal
+    high: PositiveDecimal
+    low: PositiveDecimal
+    close: PositiveDecimal
+    volume: NonNegativeDecimal
+
+
+class _Candles(ExchangeModel):
+    candles: list[_Candle]
+
+
+class _Product(ExchangeModel):
+    product_id: str
+    price: NonNegativeDecimal | None = None  # None: Coinbase has no figure ("" or absent)
+    volume_24h: NonNegativeDecimal | None = None
+    quote_currency_id: str = ""
+    base_currency_id: str = ""
+    status: str = ""
+    trading_disabled: bool = False
+    cancel_only: bool = False
+    limit_only: bool = False
+    view_only: bool = False
+
+    @field_validator("price", "volume_24h", mode="before")
+    @classmethod
+    def _empty_is_unknown(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class _Products(ExchangeModel):
+    products: list[_Product]
 
 
 class CoinbaseMarketClient:
@@ -60,52 +94,57 @@ class CoinbaseMarketClient:
         max_retries: int = 4,
         backoff: float = 0.5,
         timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        """``retry`` replaces the policy that ``max_retries`` and ``backoff`` describe (tests inject its sleep)."""
         self.base_url = base_url.rstrip("/")
         self.http = http or httpx.AsyncClient(timeout=timeout)
-        self.max_retries = max_retries
-        self.backoff = backoff
+        self.retry = retry or RetryPolicy(max_retries=max_retries, backoff=backoff)
 
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = await self.http.get(f"{self.base_url}{path}", params=params)
-            except httpx.TransportError as exc:
-                problem = type(exc).__name__
-            else:
-                if response.status_code == 429 or response.status_code >= 500:
-                    problem = f"HTTP {response.status_code}"
-                elif response.status_code >= 400:
-                    raise MarketDataError(f"Coinbase answered HTTP {response.status_code} to GET {path}")
-                else:
-                    return response.json()
+    async def _get(self, model: type[Model], path: str, params: dict[str, Any] | None = None) -> Model:
+        url = f"{self.base_url}{path}"
+        try:
+            response = await self.retry.send(
+                lambda: self.http.get(url, params=params),
+                what=f"GET {path}",
+                on_problem=lambda _: EXCHANGE_ERRORS.labels("market_data").inc(),
+            )
+        except RetriesExhausted as exc:
+            raise MarketDataError(str(exc)) from None
+        if response.status_code >= 400:
+            raise MarketDataError(f"Coinbase answered HTTP {response.status_code} to GET {path}")
+        try:
+            return parse(model, response.content)
+        except MalformedResponse as exc:
             EXCHANGE_ERRORS.labels("market_data").inc()
-            if attempt == self.max_retries:
-                raise MarketDataError(f"GET {path}: {problem} after {attempt + 1} attempts")
-            await asyncio.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+            raise MarketDataError(f"GET {path}: malformed answer: {exc}") from None
 
     async def list_products(self) -> list[Product]:
-        data = await self._get("/market/products", {"product_type": "SPOT"})
+        data = await self._get(_Products, "/market/products", {"product_type": "SPOT"})
         products = []
-        for p in data.get("products", []):
-            price = _dec(p.get("price"))
+        unranked = []
+        for p in data.products:
+            if p.price is None or p.volume_24h is None:
+                unranked.append(p.product_id)
+                continue
             products.append(
                 Product(
-                    product_id=str(p.get("product_id", "")),
-                    volume_24h_usd=_dec(p.get("volume_24h")) * price,
-                    quote_currency=str(p.get("quote_currency_id", "")),
-                    base_currency=str(p.get("base_currency_id", "")),
-                    status=str(p.get("status", "")),
-                    trading_disabled=bool(p.get("trading_disabled")),
-                    cancel_only=bool(p.get("cancel_only")),
-                    limit_only=bool(p.get("limit_only")),
-                    view_only=bool(p.get("view_only")),
+                    product_id=p.product_id,
+                    volume_24h_usd=p.volume_24h * p.price,
+                    quote_currency=p.quote_currency_id,
+                    base_currency=p.base_currency_id,
+                    status=p.status,
+                    trading_disabled=p.trading_disabled,
+                    cancel_only=p.cancel_only,
+                    limit_only=p.limit_only,
+                    view_only=p.view_only,
                 )
             )
+        if unranked:
+            log.debug("%d products without a price or 24 h volume left out: %s", len(unranked), ", ".join(unranked))
         return products
 
     async def candles(self, product_id: str, start: int, end: int, granularity: str = "ONE_HOUR") -> list[Candle]:
@@ -116,19 +155,12 @@ class CoinbaseMarketClient:
         while page_start < end:
             page_end = min(end, page_start + step * MAX_CANDLES_PER_REQUEST)
             data = await self._get(
+                _Candles,
                 f"/market/products/{product_id}/candles",
                 {"start": page_start, "end": page_end, "granularity": granularity},
             )
-            for c in data.get("candles", []):
-                candle = Candle(
-                    int(c["start"]),
-                    _dec(c["open"]),
-                    _dec(c["high"]),
-                    _dec(c["low"]),
-                    _dec(c["close"]),
-                    _dec(c["volume"]),
-                )
-                if start <= candle.start < end:
-                    out[candle.start] = candle
+            for c in data.candles:
+                if start <= c.start < end:
+                    out[c.start] = Candle(c.start, c.open, c.high, c.low, c.close, c.volume)
             page_start = page_end
         return [out[k] for k in sorted(out)]

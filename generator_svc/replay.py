@@ -10,20 +10,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-HOUR = 3600
-
 
 @dataclass
 class ReplayClock:
     timeline: Sequence[int]  # candle start times, ascending
     seconds_per_candle: float
     position: int = 0  # index of the next candle to release
+    step: int = 3600  # the candles' length (CANDLE_GRANULARITY) in seconds
 
     def resume_after(self, market_time: datetime | None) -> None:
         """Continue after a previous run that had reached ``market_time`` (a candle close)."""
         if market_time is None:
             return
-        last_start = int(market_time.timestamp()) - HOUR
+        last_start = int(market_time.timestamp()) - self.step
         while self.position < len(self.timeline) and self.timeline[self.position] <= last_start:
             self.position += 1
 
@@ -32,7 +31,7 @@ class ReplayClock:
         """Close time of the last released candle: the replay's market time (None before the first release)."""
         if self.position == 0 or not self.timeline:
             return None
-        return datetime.fromtimestamp(self.timeline[self.position - 1] + HOUR, UTC)
+        return datetime.fromtimestamp(self.timeline[self.position - 1] + self.step, UTC)
 
     @property
     def progress(self) -> str:
@@ -49,7 +48,7 @@ class ReplayClock:
             return None
         start = self.timeline[self.position]
         self.position += 1
-        return datetime.fromtimestamp(start + HOUR, UTC)
+        return datetime.fromtimestamp(start + self.step, UTC)
 
     def due(self, started_wall: float, now_wall: float, released: int) -> int:
         """How many candles should have been released ``now_wall - started_wall`` seconds after the start, given

@@ -11,12 +11,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.clock import utc_now
+from common.control import ControlKey, read_control, write_control
 from common.sql import insert_ignore
-from common.tables import system_control, trading_signals
+from common.tables import trading_signals
 
 _s = trading_signals.c
 
@@ -86,30 +86,6 @@ async def insert_signals(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
     await conn.execute(insert_ignore(conn, trading_signals), list(rows))
 
 
-async def read_control(conn: AsyncConnection, key: str) -> str | None:
-    value = await conn.execute(select(system_control.c.value).where(system_control.c.key == key))
-    return value.scalar_one_or_none()
-
-
-async def write_control(conn: AsyncConnection, key: str, value: str, updated_by: str) -> None:
-    now = utc_now()
-    result = await conn.execute(
-        update(system_control)
-        .where(system_control.c.key == key)
-        .values(value=value, updated_by=updated_by, updated_at=now)
-    )
-    if result.rowcount == 0:
-        await conn.execute(
-            insert_ignore(conn, system_control),
-            {"key": key, "value": value, "updated_by": updated_by, "updated_at": now},
-        )
-
-
-async def unprocessed_actionable_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[int]:
-    query = select(_s.id).where(_s.id.in_(list(ids)), or_(_s.signal_type == "BUY", _s.signal_type == "SELL"))
-    return list((await conn.execute(query)).scalars())
-
-
 class GeneratorRepository:
     """The generator's database port (used by generation.SignalGenerator through the GeneratorStore protocol)."""
 
@@ -166,16 +142,16 @@ class GeneratorRepository:
         created = {key for key, (_, writer) in found.items() if writer == token}
         return {key: row for key, (row, _) in found.items()}, created
 
-    async def set_control(self, key: str, value: str) -> None:
+    async def set_control(self, key: ControlKey, value: str) -> None:
         await self.set_controls({key: value})
 
-    async def set_controls(self, values: Mapping[str, str]) -> None:
+    async def set_controls(self, values: Mapping[ControlKey, str]) -> None:
         """Write several system_control keys in one transaction."""
         async with self.engine.begin() as conn:
             for key, value in values.items():
                 await write_control(conn, key, value, "generator")
 
-    async def get_control(self, key: str) -> str | None:
+    async def get_control(self, key: ControlKey) -> str | None:
         async with self.engine.connect() as conn:
             return await read_control(conn, key)
 

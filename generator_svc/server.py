@@ -11,9 +11,12 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.candles import candle_seconds
 from common.clock import utc_now
 from common.config import Settings
-from common.server import ServiceDefinition, ServiceParts, run_periodically
+from common.control import ControlKey
+from common.loops import run_periodically
+from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import generator_pb2, generator_pb2_grpc
 from generator_svc.bridge_nudge import BridgeNudge
 from generator_svc.candle_refresh import CandleRefresher
@@ -27,8 +30,6 @@ from generator_svc.service import SignalGeneratorServicer
 from generator_svc.universe import UniverseRules
 
 FULL_SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["SignalGeneratorService"].full_name
-REPLAY_CLOCK_KEY = "replay_clock"
-REPLAY_PROGRESS_KEY = "replay_progress"  # "released/total" candles of the replay's timeline
 log = logging.getLogger(__name__)
 
 
@@ -95,12 +96,14 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         test_from = model.card.get("split", {}).get("test_from")
         not_before = int(datetime.fromisoformat(test_from).timestamp()) if test_from else None
         timeline = await repository.replay_timeline(settings.replay_warmup_candles, not_before)
-        clock = ReplayClock(timeline, settings.replay_seconds_per_candle)
-        previous = await repository.get_control(REPLAY_CLOCK_KEY)
+        clock = ReplayClock(
+            timeline, settings.replay_seconds_per_candle, step=candle_seconds(settings.candle_granularity)
+        )
+        previous = await repository.get_control(ControlKey.REPLAY_CLOCK)
         clock.resume_after(datetime.fromisoformat(previous) if previous else None)
         replay_clock = clock
         log.info("replaying %d candles, one every %ss", len(timeline) - clock.position, clock.seconds_per_candle)
-        await repository.set_control(REPLAY_PROGRESS_KEY, clock.progress)
+        await repository.set_control(ControlKey.REPLAY_PROGRESS, clock.progress)
         started, released = time.monotonic(), 0
         while not clock.finished:
             for _ in range(clock.due(started, time.monotonic(), released)):
@@ -108,7 +111,7 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
                 if as_of is None:
                     break
                 released += 1
-                progress = {REPLAY_CLOCK_KEY: as_of.isoformat(), REPLAY_PROGRESS_KEY: clock.progress}
+                progress = {ControlKey.REPLAY_CLOCK: as_of.isoformat(), ControlKey.REPLAY_PROGRESS: clock.progress}
                 await repository.set_controls(progress)
                 try:
                     after(await generator.generate(None, as_of))

@@ -5,35 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.clock import Clock
 from common.errors import InvalidArgumentError
-from crypto_trading.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from common.lifecycle import decimal_string, signal_type_to_proto, to_timestamp
+from crypto_trading.v1 import generator_pb2, generator_pb2_grpc
 from generator_svc.generation import GenerationResult, SignalGenerator
 from generator_svc.repository import SignalRow
 
 SYMBOL = re.compile(r"^[A-Z0-9]{1,20}-[A-Z]{2,10}$")
 EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
 FUTURE_TOLERANCE = timedelta(minutes=5)
-SIGNAL_TYPES = {
-    "BUY": common_pb2.SIGNAL_TYPE_BUY,
-    "SELL": common_pb2.SIGNAL_TYPE_SELL,
-    "HOLD": common_pb2.SIGNAL_TYPE_HOLD,
-}
-
-
-def _decimal(value: Decimal | None) -> str:
-    return "" if value is None else format(value, "f")
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def parse_symbols(raw: list[str], limit: int) -> list[str]:
@@ -64,16 +47,16 @@ def to_message(row: SignalRow, created: bool) -> generator_pb2.Signal:
     return generator_pb2.Signal(
         id=row.id,
         symbol=row.symbol,
-        signal_type=SIGNAL_TYPES[row.signal_type],
-        confidence=_decimal(row.confidence),
-        price=_decimal(row.price),
+        signal_type=signal_type_to_proto(row.signal_type),
+        confidence=decimal_string(row.confidence),
+        price=decimal_string(row.price),
         model=row.model,
         model_version=row.model_version,
-        candle_time=_timestamp(row.candle_time),
-        buy_probability=_decimal(row.buy_probability),
-        sell_probability=_decimal(row.sell_probability),
-        hold_probability=_decimal(row.hold_probability),
-        threshold=_decimal(row.threshold),
+        candle_time=to_timestamp(row.candle_time),
+        buy_probability=decimal_string(row.buy_probability),
+        sell_probability=decimal_string(row.sell_probability),
+        hold_probability=decimal_string(row.hold_probability),
+        threshold=decimal_string(row.threshold),
         regime=row.regime,
         data_source=row.data_source,
         is_mock=row.is_mock,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from common.lifecycle import SignalType
+
 QUANTUM = Decimal("0.0001")
 
 
@@ -16,29 +18,29 @@ def to_probability(value: float) -> Decimal:
     return Decimal(repr(float(value))).quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
-def decide(p_buy: float, p_sell: float, p_hold: float, buy_threshold: float, sell_threshold: float) -> str:
+def decide(p_buy: float, p_sell: float, buy_threshold: float, sell_threshold: float) -> SignalType:
     buy = p_buy > buy_threshold
     sell = p_sell > sell_threshold
     if buy and sell:
-        return "BUY" if p_buy >= p_sell else "SELL"
+        return SignalType.BUY if p_buy >= p_sell else SignalType.SELL
     if buy:
-        return "BUY"
+        return SignalType.BUY
     if sell:
-        return "SELL"
-    return "HOLD"
+        return SignalType.SELL
+    return SignalType.HOLD
 
 
 def decide_from_probabilities(
     by_class: Mapping[str, float], buy_threshold: float, sell_threshold: float
-) -> tuple[str, Decimal]:
-    """(signal type, confidence) from {"BUY": p, "SELL": p, "HOLD": p}."""
+) -> tuple[SignalType, Decimal]:
+    """(signal type, confidence) from {"BUY": p, "SELL": p, "HOLD": p} (the model's class names)."""
     p_buy, p_sell, p_hold = by_class["BUY"], by_class["SELL"], by_class["HOLD"]
-    signal_type = decide(p_buy, p_sell, p_hold, buy_threshold, sell_threshold)
-    chosen = {"BUY": p_buy, "SELL": p_sell}.get(signal_type, max(p_buy, p_sell, p_hold))
+    signal_type = decide(p_buy, p_sell, buy_threshold, sell_threshold)
+    chosen = {SignalType.BUY: p_buy, SignalType.SELL: p_sell}.get(signal_type, max(p_buy, p_sell, p_hold))
     return signal_type, to_probability(chosen)
 
 
-def threshold_for(signal_type: str, buy_threshold: float, sell_threshold: float) -> Decimal:
+def threshold_for(signal_type: SignalType, buy_threshold: float, sell_threshold: float) -> Decimal:
     """The threshold recorded with a signal: the one that fired (HOLD records the BUY threshold)."""
-    value = sell_threshold if signal_type == "SELL" else buy_threshold
+    value = sell_threshold if signal_type == SignalType.SELL else buy_threshold
     return to_probability(value)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.lifecycle import SignalType
 from generator_svc.features import FEATURE_NAMES, MIN_HISTORY, compute_features
 from generator_svc.model_store import CLASSES, card_path, sha256_of
 from generator_svc.signal_rule import decide
@@ -168,11 +169,11 @@ def rule_backtest(data: Dataset, mask: np.ndarray, probabilities: np.ndarray) ->
         equity, position, entry, trades = 1.0, False, 0.0, 0
         for idx, row in enumerate(rows):
             p = probabilities[np.searchsorted(masked_rows, row)]
-            signal = decide(float(p[BUY]), float(p[SELL]), float(p[HOLD]), 0.5, 0.6)
+            signal = decide(float(p[BUY]), float(p[SELL]), 0.5, 0.6)
             price = closes[idx]
-            if signal == "BUY" and not position:
+            if signal == SignalType.BUY and not position:
                 position, entry, trades = True, price, trades + 1
-            elif signal == "SELL" and position:
+            elif signal == SignalType.SELL and position:
                 equity *= (price / entry) * (1 - FEE_PER_SIDE) ** 2
                 position, trades = False, trades + 1
         if position:

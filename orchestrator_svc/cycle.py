@@ -14,14 +14,21 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from common.clock import Clock
+from common.lifecycle import ExecutionStatus, OrderSide
 from common.metrics import RECOMMENDATIONS, TRADING_HALTED
+from orchestrator_svc.halt import TradingHalt
 
 log = logging.getLogger(__name__)
-EXECUTED, FAILED, CANCELLED, PENDING = 2, 3, 4, 1  # crypto_trading.v1.ExecutionStatus values
+EXECUTED, FAILED, CANCELLED, PENDING = (
+    ExecutionStatus.EXECUTED,
+    ExecutionStatus.FAILED,
+    ExecutionStatus.CANCELLED,
+    ExecutionStatus.PENDING,
+)
 
 
 @dataclass(frozen=True)
@@ -34,18 +41,39 @@ class CycleLimits:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a cycle did with one recommendation: EXECUTED, FAILED, CANCELLED, or PENDING (left for a later cycle)."""
+
     recommendation_id: int
-    status: int
+    status: ExecutionStatus
     reason: str = ""
     exchange_order_id: str = ""
 
 
+@dataclass(frozen=True)
+class ExecutionReport:
+    """The executor's answer for one recommendation, typed (orchestrator_svc.executor_link converts the message)."""
+
+    recommendation_id: int
+    status: ExecutionStatus | None  # None: the executor could not process the request at all (see error_code)
+    error_code: str = ""  # the gRPC status code name of such a request ("" when processed)
+    retryable: bool = False  # the executor's own problem (database lost, a bug): the recommendation stays PENDING
+    reason: str = ""
+    symbol: str = ""
+    side: OrderSide | None = None
+    filled_size: str = ""
+    average_price: str = ""
+    exchange_order_id: str = ""
+
+
+@dataclass
+class LinkResult:
+    reports: dict[int, ExecutionReport] = field(default_factory=dict)
+    problem: str = ""  # non-empty: the executor could not be reached or did not answer in time
+
+
 @dataclass
 class CycleResult:
-    executed: list[Outcome] = field(default_factory=list)
-    failed: list[Outcome] = field(default_factory=list)
-    cancelled: list[Outcome] = field(default_factory=list)
-    retry_later: list[Outcome] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # each recommendation once
     remaining: int = 0
     halted: bool = False
     executor_unreachable: bool = False
@@ -53,13 +81,49 @@ class CycleResult:
     capacity_left: int = 0
     refused: list[int] = field(default_factory=list)  # the executor refused the request itself: marked FAILED
 
+    def with_status(self, status: ExecutionStatus) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+
+@dataclass(frozen=True)
+class CycleTerms:
+    """What one cycle may do: claim at most ``limit`` within the rolling ``cap`` per ``cap_window``; recommendations
+    created before ``pending_since`` are cancelled with ``cancel_reason``; claims last ``claim_ttl``."""
+
+    limit: int
+    cap: int
+    cap_window: timedelta
+    pending_since: datetime
+    claim_ttl: timedelta
+    cancel_reason: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class CycleOpening:
+    cancelled: list[int]
+    halt: TradingHalt
+    claimed: list[int]  # best first
+    capacity_left: int
+
+
+class OrchestratorStore(Protocol):
+    """What a cycle needs from the database (orchestrator_svc.repository.OrchestratorRepository)."""
+
+    async def open_cycle(self, orchestrator_id: str, terms: CycleTerms) -> CycleOpening: ...
+    async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None: ...
+    async def mark_failed(self, recommendation_id: int, reason: str, now: datetime) -> None: ...
+    async def remaining(self, pending_since: datetime) -> int: ...
+    async def get_halt(self) -> TradingHalt: ...
+    async def set_halt(self, halt: TradingHalt) -> None: ...
+
 
 class Link(Protocol):
-    async def execute(self, ids: list[int]) -> Any: ...
+    async def execute(self, ids: list[int]) -> LinkResult: ...
 
 
 class Orchestrator:
-    def __init__(self, repository: Any, link: Link, limits: CycleLimits, clock: Clock) -> None:
+    def __init__(self, repository: OrchestratorStore, link: Link, limits: CycleLimits, clock: Clock) -> None:
         self.repository = repository
         self.link = link
         self.limits = limits
@@ -77,19 +141,13 @@ class Orchestrator:
         pending_since = now - self.limits.pending_window
         hours = self.limits.pending_window.total_seconds() / 3600
         reason = f"not executed within {hours:g} h of its creation"
-        opening = await self.repository.open_cycle(
-            self.identity,
-            limit=max_trades,
-            cap=self.limits.cap,
-            cap_window=self.limits.cap_window,
-            pending_since=pending_since,
-            claim_ttl=self.limits.claim_ttl,
-            cancel_reason=reason,
-            now=now,
+        terms = CycleTerms(
+            max_trades, self.limits.cap, self.limits.cap_window, pending_since, self.limits.claim_ttl, reason, now
         )
+        opening = await self.repository.open_cycle(self.identity, terms)
         for rec_id in opening.cancelled:
-            result.cancelled.append(Outcome(rec_id, CANCELLED, reason))
-            RECOMMENDATIONS.labels("CANCELLED").inc()
+            result.outcomes.append(Outcome(rec_id, CANCELLED, reason))
+            RECOMMENDATIONS.labels(CANCELLED.value).inc()
             log.info("Cancelled recommendation %d: %s", rec_id, reason, extra={"recommendation_id": rec_id})
         TRADING_HALTED.set(1 if opening.halt.halted else 0)
         if opening.halt.halted:
@@ -100,66 +158,68 @@ class Orchestrator:
         ids, result.capacity_left = opening.claimed, opening.capacity_left
         if ids:
             link = await self.link.execute(ids)
-            unanswered = [i for i in ids if i not in link.results]
+            unanswered = [i for i in ids if i not in link.reports]
             for rec_id in ids:
-                item = link.results.get(rec_id)
-                if item is not None:
-                    self._record(result, rec_id, item)
+                report = link.reports.get(rec_id)
+                if report is not None:
+                    self._record(result, rec_id, report)
             if link.problem:
                 result.executor_unreachable = True
                 result.executor_error = link.problem
                 log.warning("%s: %d recommendation(s) stay PENDING", link.problem, len(unanswered))
-                result.retry_later += [Outcome(i, PENDING, link.problem) for i in unanswered]
-            for outcome in result.failed:
+                result.outcomes += [Outcome(i, PENDING, link.problem) for i in unanswered]
+            for outcome in result.with_status(FAILED):
                 if outcome.recommendation_id in result.refused:
                     await self.repository.mark_failed(outcome.recommendation_id, outcome.reason, now)
-            retry = [o.recommendation_id for o in result.retry_later]
+            retry = [o.recommendation_id for o in result.with_status(PENDING)]
             await self.repository.release(self.identity, retry, refund=True, since=now)
             result.capacity_left += len(retry)
             await self.repository.release(self.identity, [i for i in ids if i not in retry], refund=False, since=now)
         result.remaining = await self.repository.remaining(pending_since)
         return result
 
-    def _record(self, result: CycleResult, rec_id: int, item: Any) -> None:
-        if item.error_code in ("UNAVAILABLE", "INTERNAL"):  # the executor's problem, not the recommendation's
-            result.retry_later.append(Outcome(rec_id, PENDING, item.error_reason))
-        elif item.error_code:
-            result.failed.append(Outcome(rec_id, FAILED, f"{item.error_code}: {item.error_reason}"))
+    def _record(self, result: CycleResult, rec_id: int, report: ExecutionReport) -> None:
+        if report.retryable:  # the executor's problem, not the recommendation's
+            result.outcomes.append(Outcome(rec_id, PENDING, report.reason))
+        elif report.error_code:
+            result.outcomes.append(Outcome(rec_id, FAILED, f"{report.error_code}: {report.reason}"))
             result.refused.append(rec_id)
             log.warning(
                 "Failed to execute recommendation %d: %s %s",
                 rec_id,
-                item.error_code,
-                item.error_reason,
+                report.error_code,
+                report.reason,
                 extra={"recommendation_id": rec_id},
             )
-        elif item.status == EXECUTED:
-            result.executed.append(Outcome(rec_id, EXECUTED, "", item.exchange_order_id))
-            RECOMMENDATIONS.labels("EXECUTED").inc()
+        elif report.status == EXECUTED:
+            result.outcomes.append(Outcome(rec_id, EXECUTED, "", report.exchange_order_id))
+            RECOMMENDATIONS.labels(EXECUTED.value).inc()
             log.info(
                 "Successfully executed recommendation %d: %s %s filled %s at %s (order %s)",
                 rec_id,
-                item.symbol,
-                "BUY" if item.side == 1 else "SELL",
-                item.filled_size,
-                item.average_price,
-                item.exchange_order_id,
-                extra={"recommendation_id": rec_id, "exchange_order_id": item.exchange_order_id, "symbol": item.symbol},
+                report.symbol,
+                report.side or "?",
+                report.filled_size,
+                report.average_price,
+                report.exchange_order_id,
+                extra={
+                    "recommendation_id": rec_id,
+                    "exchange_order_id": report.exchange_order_id,
+                    "symbol": report.symbol,
+                },
             )
-        elif item.status == FAILED:
-            result.failed.append(Outcome(rec_id, FAILED, item.error_reason, item.exchange_order_id))
-            RECOMMENDATIONS.labels("FAILED").inc()
+        elif report.status == FAILED:
+            result.outcomes.append(Outcome(rec_id, FAILED, report.reason, report.exchange_order_id))
+            RECOMMENDATIONS.labels(FAILED.value).inc()
             log.warning(
                 "Failed to execute recommendation %d: %s",
                 rec_id,
-                item.error_reason,
+                report.reason,
                 extra={"recommendation_id": rec_id},
             )
-        elif item.status == CANCELLED:
-            result.cancelled.append(Outcome(rec_id, CANCELLED, item.error_reason))
-            log.info("Cancelled recommendation %d: %s", rec_id, item.error_reason, extra={"recommendation_id": rec_id})
+        elif report.status == CANCELLED:
+            result.outcomes.append(Outcome(rec_id, CANCELLED, report.reason))
+            log.info("Cancelled recommendation %d: %s", rec_id, report.reason, extra={"recommendation_id": rec_id})
         else:
-            result.retry_later.append(Outcome(rec_id, PENDING, item.error_reason))
-            log.info(
-                "recommendation %d stays PENDING: %s", rec_id, item.error_reason, extra={"recommendation_id": rec_id}
-            )
+            result.outcomes.append(Outcome(rec_id, PENDING, report.reason))
+            log.info("recommendation %d stays PENDING: %s", rec_id, report.reason, extra={"recommendation_id": rec_id})

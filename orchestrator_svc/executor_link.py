@@ -6,21 +6,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 
 import grpc
 
 from common.channels import create_channel
 from common.config import Settings
+from common.lifecycle import order_side_from_proto, status_from_proto
 from crypto_trading.v1 import executor_pb2, executor_pb2_grpc
+from orchestrator_svc.cycle import ExecutionReport, LinkResult
 
 log = logging.getLogger(__name__)
+# The executor's own problems: the recommendation stays PENDING and is retried.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-@dataclass
-class LinkResult:
-    results: dict[int, executor_pb2.ExecutionResult] = field(default_factory=dict)
-    problem: str = ""  # non-empty: the executor could not be reached or did not answer in time
+def to_report(message: executor_pb2.ExecutionResult) -> ExecutionReport:
+    """The typed report of one stream item. An item the executor could not process carries a google.rpc.Status
+    (older executors: only the deprecated error_code name)."""
+    code: grpc.StatusCode | None = None
+    if message.HasField("error") and message.error.code != grpc.StatusCode.OK.value[0]:
+        code = _CODES.get(message.error.code, grpc.StatusCode.UNKNOWN)
+    elif message.error_code:
+        code = grpc.StatusCode.__members__.get(message.error_code, grpc.StatusCode.UNKNOWN)
+    return ExecutionReport(
+        recommendation_id=message.recommendation_id,
+        status=status_from_proto(message.status),
+        error_code=code.name if code is not None else "",
+        retryable=code in RETRYABLE,
+        reason=message.error_reason,
+        symbol=message.symbol,
+        side=order_side_from_proto(message.order_side),
+        filled_size=message.filled_size,
+        average_price=message.average_price,
+        exchange_order_id=message.exchange_order_id,
+    )
 
 
 class ExecutorLink:
@@ -46,16 +66,16 @@ class ExecutorLink:
         call = self._stub().ExecuteRecommendations(iter(requests), timeout=self.timeout, wait_for_ready=False)
         try:
             async for response in call:
-                out.results[response.result.recommendation_id] = response.result
-                if len(out.results) == len(ids):
+                out.reports[response.result.recommendation_id] = to_report(response.result)
+                if len(out.reports) == len(ids):
                     break
         except grpc.aio.AioRpcError as exc:
             out.problem = f"executor at {self.address} unreachable or too slow ({exc.code().name})"
         except asyncio.CancelledError:
             call.cancel()
             raise
-        if not out.problem and len(out.results) < len(ids):
-            out.problem = f"executor at {self.address} answered {len(out.results)} of {len(ids)}"
+        if not out.problem and len(out.reports) < len(ids):
+            out.problem = f"executor at {self.address} answered {len(out.reports)} of {len(ids)}"
         return out
 
     async def close(self) -> None:

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common import lifecycle
 from common.clock import as_utc
+from common.control import ControlKey, decode_halt, encode_halt, write_control
+from common.lifecycle import ExecutionStatus
 from common.sql import insert_ignore
 from common.tables import orchestrator_dispatches, system_control, trade_recommendations
+from orchestrator_svc.cycle import CycleOpening, CycleTerms
 from orchestrator_svc.halt import TradingHalt
 
 _r = trade_recommendations.c
 _d = orchestrator_dispatches.c
-HALT_KEY = "trading_halt"
-DISPATCH_LOCK_KEY = "dispatch_lock"
-
+_PENDING = ExecutionStatus.PENDING.value
 
 _HALT_COLUMNS = (system_control.c.value, system_control.c.updated_by, system_control.c.updated_at)
 
@@ -27,29 +27,15 @@ _HALT_COLUMNS = (system_control.c.value, system_control.c.updated_by, system_con
 def _parse_halt(row: Any) -> TradingHalt:
     if row is None:
         return TradingHalt(False, "", "", None)
-    try:
-        value: dict[str, Any] = json.loads(row.value)
-    except ValueError:
-        value = {"halted": row.value.strip().lower() in ("1", "true", "yes"), "reason": ""}
+    flag = decode_halt(row.value)
     return TradingHalt(
-        bool(value.get("halted")),
-        str(value.get("reason", "")),
-        row.updated_by or "",
-        as_utc(row.updated_at) if row.updated_at else None,
+        flag.halted, flag.reason, row.updated_by or "", as_utc(row.updated_at) if row.updated_at else None
     )
 
 
 def _unclaimed(now: datetime) -> Any:
     """No replica holds a live claim on the recommendation (never claimed, or the claim expired)."""
     return or_(_r.claimed_until.is_(None), _r.claimed_until < now)
-
-
-@dataclass(frozen=True)
-class CycleOpening:
-    cancelled: list[int]
-    halt: TradingHalt
-    claimed: list[int]  # best first
-    capacity_left: int
 
 
 class OrchestratorRepository:
@@ -59,7 +45,7 @@ class OrchestratorRepository:
     async def _cancel_expired(self, conn: AsyncConnection, cutoff: datetime, reason: str, now: datetime) -> list[int]:
         """PENDING recommendations created before ``cutoff`` (and not claimed right now) become CANCELLED."""
         query = select(_r.id).where(
-            _r.execution_status == "PENDING",
+            _r.execution_status == _PENDING,
             _r.created_at < cutoff,
             _unclaimed(now),
         )
@@ -68,16 +54,7 @@ class OrchestratorRepository:
         ids = list((await conn.execute(query)).scalars())
         if ids:
             await conn.execute(
-                update(trade_recommendations)
-                .where(_r.id.in_(ids), _r.execution_status == "PENDING")
-                .values(
-                    execution_status="CANCELLED",
-                    status_reason=reason,
-                    pending_key=None,
-                    claimed_by=None,
-                    claimed_until=None,
-                    updated_at=now,
-                )
+                lifecycle.finish(ExecutionStatus.CANCELLED, reason=reason, now=now).where(_r.id.in_(ids))
             )
         return ids
 
@@ -87,55 +64,47 @@ class OrchestratorRepository:
         if conn.dialect.name == "sqlite":
             return await self._halt(conn)
         rows = select(system_control.c.key, *_HALT_COLUMNS).where(
-            system_control.c.key.in_((DISPATCH_LOCK_KEY, HALT_KEY))
+            system_control.c.key.in_((ControlKey.DISPATCH_LOCK.value, ControlKey.TRADING_HALT.value))
         )
         found = {row.key: row for row in await conn.execute(rows.with_for_update())}
-        if DISPATCH_LOCK_KEY not in found:
+        if ControlKey.DISPATCH_LOCK not in found:
             await conn.execute(  # the first claim ever: create the lock row, then take it
                 insert_ignore(conn, system_control),
                 {
-                    "key": DISPATCH_LOCK_KEY,
+                    "key": ControlKey.DISPATCH_LOCK.value,
                     "value": "rolling trade cap lock",
                     "updated_by": "orchestrator",
                     "updated_at": now,
                 },
             )
             found = {row.key: row for row in await conn.execute(rows.with_for_update())}
-        return _parse_halt(found.get(HALT_KEY))
+        return _parse_halt(found.get(ControlKey.TRADING_HALT.value))
 
-    async def open_cycle(
-        self,
-        orchestrator_id: str,
-        *,
-        limit: int,
-        cap: int,
-        cap_window: timedelta,
-        pending_since: datetime,
-        claim_ttl: timedelta,
-        cancel_reason: str,
-        now: datetime,
-    ) -> CycleOpening:
+    async def open_cycle(self, orchestrator_id: str, terms: CycleTerms) -> CycleOpening:
         """The start of a cycle in one transaction, under the dispatch lock: cancel what expired, read the trading
         halt, then (not halted) reserve capacity in the rolling cap and claim the best PENDING recommendations,
         atomically across replicas. One transaction keeps the nudge path short."""
+        now, pending_since = terms.now, terms.pending_since
         async with self.engine.begin() as conn:
             halt = await self._lock_dispatch_and_read_halt(conn, now)
-            cancelled = await self._cancel_expired(conn, pending_since, cancel_reason, now)
+            cancelled = await self._cancel_expired(conn, pending_since, terms.cancel_reason, now)
             if halt.halted:
                 return CycleOpening(cancelled, halt, [], 0)
             used = (
                 await conn.execute(
-                    select(func.count()).select_from(orchestrator_dispatches).where(_d.dispatched_at > now - cap_window)
+                    select(func.count())
+                    .select_from(orchestrator_dispatches)
+                    .where(_d.dispatched_at > now - terms.cap_window)
                 )
             ).scalar_one()
-            capacity = max(0, cap - int(used))
-            take = min(limit, capacity)
+            capacity = max(0, terms.cap - int(used))
+            take = min(terms.limit, capacity)
             if take == 0:
                 return CycleOpening(cancelled, halt, [], capacity)
             query = (
                 select(_r.id)
                 .where(
-                    _r.execution_status == "PENDING",
+                    _r.execution_status == _PENDING,
                     _r.created_at >= pending_since,
                     _unclaimed(now),
                 )
@@ -146,11 +115,7 @@ class OrchestratorRepository:
                 query = query.with_for_update(skip_locked=True)
             ids = list((await conn.execute(query)).scalars())
             if ids:
-                await conn.execute(
-                    update(trade_recommendations)
-                    .where(_r.id.in_(ids))
-                    .values(claimed_by=orchestrator_id, claimed_until=now + claim_ttl)
-                )
+                await conn.execute(lifecycle.claim(orchestrator_id, now + terms.claim_ttl).where(_r.id.in_(ids)))
                 await conn.execute(
                     insert(orchestrator_dispatches),
                     [{"recommendation_id": i, "orchestrator_id": orchestrator_id, "dispatched_at": now} for i in ids],
@@ -163,11 +128,7 @@ class OrchestratorRepository:
         if not ids:
             return
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(trade_recommendations)
-                .where(_r.id.in_(ids), _r.claimed_by == orchestrator_id)
-                .values(claimed_by=None, claimed_until=None)
-            )
+            await conn.execute(lifecycle.release_claims(orchestrator_id).where(_r.id.in_(ids)))
             if refund:
                 await conn.execute(
                     delete(orchestrator_dispatches).where(
@@ -184,16 +145,9 @@ class OrchestratorRepository:
         not offered again every cycle."""
         async with self.engine.begin() as conn:
             await conn.execute(
-                update(trade_recommendations)
-                .where(_r.id == recommendation_id, _r.execution_status == "PENDING")
-                .values(
-                    execution_status="FAILED",
-                    status_reason=reason[:2000],
-                    pending_key=None,
-                    claimed_by=None,
-                    claimed_until=None,
-                    updated_at=now,
-                )
+                lifecycle.finish(
+                    ExecutionStatus.FAILED, reason=reason[:2000], now=now, only_from=[ExecutionStatus.PENDING]
+                ).where(_r.id == recommendation_id)
             )
 
     async def remaining(self, pending_since: datetime) -> int:
@@ -201,7 +155,7 @@ class OrchestratorRepository:
             query = (
                 select(func.count())
                 .select_from(trade_recommendations)
-                .where(_r.execution_status == "PENDING", _r.created_at >= pending_since)
+                .where(_r.execution_status == _PENDING, _r.created_at >= pending_since)
             )
             return int((await conn.execute(query)).scalar_one())
 
@@ -215,19 +169,10 @@ class OrchestratorRepository:
 
     @staticmethod
     async def _halt(conn: AsyncConnection) -> TradingHalt:
-        query = select(*_HALT_COLUMNS).where(system_control.c.key == HALT_KEY)
+        query = select(*_HALT_COLUMNS).where(system_control.c.key == ControlKey.TRADING_HALT.value)
         return _parse_halt((await conn.execute(query)).first())
 
     async def set_halt(self, halt: TradingHalt) -> None:
-        value = json.dumps({"halted": halt.halted, "reason": halt.reason})
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(system_control)
-                .where(system_control.c.key == HALT_KEY)
-                .values(value=value, updated_by=halt.actor, updated_at=halt.updated_at)
-            )
-            if result.rowcount == 0:
-                await conn.execute(
-                    insert(system_control),
-                    {"key": HALT_KEY, "value": value, "updated_by": halt.actor, "updated_at": halt.updated_at},
-                )
+            value = encode_halt(halt.halted, halt.reason)
+            await write_control(conn, ControlKey.TRADING_HALT, value, halt.actor, halt.updated_at)

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
 from common.config import Settings
-from common.server import ServiceDefinition, ServiceParts, run_periodically
+from common.loops import run_periodically
+from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator_svc.cycle import CycleLimits, Orchestrator
 from orchestrator_svc.executor_link import ExecutorLink

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from google.protobuf.timestamp_pb2 import Timestamp
+from typing import Any
 
 from common.clock import Clock
 from common.errors import InvalidArgumentError
-from crypto_trading.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
-from orchestrator_svc.cycle import CycleResult, Orchestrator, Outcome
+from common.lifecycle import status_to_proto, to_timestamp
+from common.tables import MAX_ROW_ID
+from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from orchestrator_svc.cycle import CycleResult, Orchestrator
 from orchestrator_svc.halt import TradingHalt, new_halt
-
-MAX_ID = 2**31 - 1
-
-
-def _outcomes(items: list[Outcome]) -> list[orchestrator_pb2.RecommendationOutcome]:
-    return [
-        orchestrator_pb2.RecommendationOutcome(
-            recommendation_id=o.recommendation_id,
-            status=cast(common_pb2.ExecutionStatus.ValueType, o.status),
-            reason=o.reason,
-            exchange_order_id=o.exchange_order_id,
-        )
-        for o in items
-    ]
 
 
 def to_response(result: CycleResult) -> orchestrator_pb2.OrchestrateResponse:
     return orchestrator_pb2.OrchestrateResponse(
-        executed=_outcomes(result.executed),
-        failed=_outcomes(result.failed),
-        cancelled=_outcomes(result.cancelled),
-        retry_later=_outcomes(result.retry_later),
+        outcomes=[
+            orchestrator_pb2.RecommendationOutcome(
+                recommendation_id=o.recommendation_id,
+                status=status_to_proto(o.status),
+                reason=o.reason,
+                exchange_order_id=o.exchange_order_id,
+            )
+            for o in result.outcomes
+        ],
         remaining=result.remaining,
         executor_unreachable=result.executor_unreachable,
         executor_error=result.executor_error,
@@ -44,9 +35,7 @@ def to_response(result: CycleResult) -> orchestrator_pb2.OrchestrateResponse:
 def halt_message(halt: TradingHalt) -> orchestrator_pb2.TradingHalt:
     message = orchestrator_pb2.TradingHalt(halted=halt.halted, reason=halt.reason, actor=halt.actor)
     if halt.updated_at is not None:
-        stamp = Timestamp()
-        stamp.FromDatetime(halt.updated_at)
-        message.updated_at.CopyFrom(stamp)
+        message.updated_at.CopyFrom(to_timestamp(halt.updated_at))
     return message
 
 
@@ -62,8 +51,8 @@ class TradeOrchestratorServicer(orchestrator_pb2_grpc.TradeOrchestratorServiceSe
     ) -> orchestrator_pb2.OrchestrateResponse:
         if len(request.recommendation_ids) > self.max_ids:
             raise InvalidArgumentError(f"at most {self.max_ids} recommendation_ids per call")
-        if any(not 0 < i <= MAX_ID for i in request.recommendation_ids):
-            raise InvalidArgumentError(f"recommendation_ids must be between 1 and {MAX_ID}")
+        if any(not 0 < i <= MAX_ROW_ID for i in request.recommendation_ids):
+            raise InvalidArgumentError(f"recommendation_ids must be between 1 and {MAX_ROW_ID}")
         if not 0 <= request.max_trades <= self.cap:
             raise InvalidArgumentError(f"max_trades must be between 0 (the configured cap) and {self.cap}")
         return to_response(await self.orchestrator.run_cycle(request.max_trades))

@@ -11,23 +11,10 @@ import argparse
 import json
 from dataclasses import dataclass
 
+from common.services import SERVICE_NAMES, SERVICES, service
+
 HELP = "check the services' health over HTTP on their metrics ports (exit 0 only when SERVING)"
 
-# Service name -> the Settings field with its metrics port (the service definitions' metrics_port_setting; a test
-# checks they agree, without importing the services here).
-METRICS_PORT_SETTINGS = {
-    "generator": "signal_generator_metrics_port",
-    "bridge": "signal_bridge_metrics_port",
-    "orchestrator": "trade_orchestrator_metrics_port",
-    "executor": "trade_executor_metrics_port",
-}
-# The Kubernetes names (Deployments, Services) are accepted too.
-ALIASES = {
-    "signal-generator": "generator",
-    "signal-bridge": "bridge",
-    "trade-orchestrator": "orchestrator",
-    "trade-executor": "executor",
-}
 OK_STATUSES = {"/health": "SERVING", "/live": "ALIVE"}
 
 
@@ -45,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument(
         "--service",
         action="append",
-        choices=sorted([*METRICS_PORT_SETTINGS, *ALIASES]),
+        choices=sorted([*SERVICE_NAMES, *(info.kubernetes_name for info in SERVICES)]),
         metavar="NAME",
         help="generator, bridge, orchestrator or executor (or the Kubernetes name); repeatable",
     )
@@ -81,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     path = "/live" if args.live else "/health"
     names = (
-        list(METRICS_PORT_SETTINGS)
+        [info.name for info in SERVICES]
         if args.all or not args.service
-        else list(dict.fromkeys(ALIASES.get(n, n) for n in args.service))
+        else list(dict.fromkeys(service(n).name for n in args.service))
     )
-    ports = {name: int(getattr(settings, METRICS_PORT_SETTINGS[name])) for name in names}
+    ports = {name: service(name).metrics_port(settings) for name in names}
     disabled = [name for name, port in ports.items() if not port]
     if disabled and (args.all or args.service):
         print(f"cts health: metrics port disabled (0) for: {', '.join(disabled)}")

@@ -126,6 +126,7 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
 
     from common.config import child_environment
     from common.database import create_engine
+    from common.services import SERVICES
     from cts.health_probe import check_all, endpoints
     from cts.status_queries import read_snapshot
     from cts.status_view import TradeCap, render_dashboard
@@ -134,12 +135,7 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
     console = Console()
     await _prepare_database(settings, keep=args.keep)
     eps = endpoints(settings, host="127.0.0.1")
-    overrides = {
-        "SIGNAL_BRIDGE_ADDR": f"127.0.0.1:{settings.signal_bridge_port}",
-        "TRADE_ORCHESTRATOR_ADDR": f"127.0.0.1:{settings.trade_orchestrator_port}",
-        "TRADE_EXECUTOR_ADDR": f"127.0.0.1:{settings.trade_executor_port}",
-        "SIGNAL_GENERATOR_ADDR": f"127.0.0.1:{settings.signal_generator_port}",
-    }
+    overrides = {f"{info.env_prefix}_ADDR": f"127.0.0.1:{info.port(settings)}" for info in SERVICES}
     if args.seconds_per_candle is not None:
         overrides["REPLAY_SECONDS_PER_CANDLE"] = str(args.seconds_per_candle)
 

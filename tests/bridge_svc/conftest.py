@@ -19,11 +19,12 @@ from bridge_svc.server import DEFINITION
 from common.clock import utc_now
 from common.config import Settings
 from common.database import create_engine
-from common.server import ServiceHost, running_service
+from common.server import running_service
+from common.service_host import ServiceHost
 from common.tables import trade_recommendations, trading_signals
 from crypto_trading.v1 import bridge_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from testkit.ports import free_ports
 from tests.conftest import make_settings
-from tests.support.ports import free_ports
 
 _counter = itertools.count(1)
 

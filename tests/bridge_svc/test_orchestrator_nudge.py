@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crypto_trading.v1 import bridge_pb2, orchestrator_pb2_grpc
+from testkit.ports import free_ports
 from tests.bridge_svc.conftest import (
     FakeOrchestrator,
     bridge_client,
@@ -18,7 +19,6 @@ from tests.bridge_svc.conftest import (
     recommendation_rows,
     signal_row,
 )
-from tests.support.ports import free_ports
 
 
 async def test_orchestrator_receives_the_new_recommendation_ids(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bridge_svc.server import DEFINITION
 from common.clock import utc_now
-from common.server import ServiceHost
+from common.service_host import ServiceHost
 from common.tables import trade_recommendations
 from crypto_trading.v1 import bridge_pb2, bridge_pb2_grpc, common_pb2
 from tests.bridge_svc.conftest import bridge_settings, insert_signals, recommendation_rows, signal_row, signal_rows

@@ -25,7 +25,8 @@ from common.database import create_engine
 from common.migrate import SchemaIncompatible, current_revision, head_revision, upgrade
 from common.tables import metadata, trading_signals
 from migrations.adopt import DUPLICATE_CANDLE, ORIGINAL_COLUMNS
-from tests.conftest import IN_CI, MYSQL_SERVER_URL
+from testkit.databases import MYSQL_SERVER_URL, create_mysql_database, drop_mysql_database
+from tests.conftest import IN_CI
 
 # The deployment guide's DDL, verbatim (issue 2).
 GUIDE_DDL = [
@@ -78,29 +79,19 @@ SIGNALS_PER_SYMBOL = 600  # every 5 minutes: 12 signals per hourly candle, 2,400
 RECOMMENDATIONS = 1200
 
 
-async def _server(statement: str) -> None:
-    engine = create_engine(f"{MYSQL_SERVER_URL}/mysql")
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def guide_database() -> AsyncIterator[str]:
     """An empty MariaDB database (no tables, no Alembic history), dropped afterwards."""
-    name = f"cts_adopt_{uuid.uuid4().hex[:10]}"
     try:
-        await _server(f"CREATE DATABASE {name}")
+        url = await create_mysql_database("cts_adopt", migrated=False)
     except Exception as exc:
         if IN_CI:
             pytest.fail(f"MariaDB is required under CI=true but is not reachable: {exc}")
         pytest.skip(f"MariaDB not reachable at {MYSQL_SERVER_URL}: {type(exc).__name__}")
     try:
-        yield f"{MYSQL_SERVER_URL}/{name}"
+        yield url
     finally:
-        await _server(f"DROP DATABASE IF EXISTS {name}")
+        await drop_mysql_database(url)
 
 
 def _signal_rows() -> list[dict[str, Any]]:

@@ -21,13 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge_svc.server import DEFINITION as BRIDGE
-from common.server import (
-    HTTP_HEALTH_TIMEOUT_SECONDS,
-    LIVENESS_SERVICE_NAME,
-    ServiceDefinition,
-    ServiceHost,
-    running_service,
-)
+from common.server import running_service
+from common.service_host import HTTP_HEALTH_TIMEOUT_SECONDS, LIVENESS_SERVICE_NAME, ServiceDefinition, ServiceHost
 from crypto_trading.v1.bridge_pb2 import BridgeRequest
 from crypto_trading.v1.bridge_pb2_grpc import SignalBridgeServiceStub
 from crypto_trading.v1.executor_pb2 import ProcessRecommendationRequest
@@ -35,7 +30,7 @@ from crypto_trading.v1.executor_pb2_grpc import TradeExecutorServiceStub
 from executor_svc.server import DEFINITION as EXECUTOR
 from orchestrator_svc.server import DEFINITION as ORCHESTRATOR
 from tests.conftest import make_settings
-from tests.support.fake_coinbase import FakeCoinbase
+from tests.support.fake_coinbase import FakeCoinbase, live_settings
 from tests.support.tcp_proxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -268,16 +263,7 @@ async def test_a_coinbase_outage_makes_the_live_executor_unready_but_never_dead(
     (readiness, /health 503) while the liveness name and /live say the process is alive."""
     fake = FakeCoinbase().start()
     fake.faults.extend(["401"] * 50)
-    settings = make_settings(
-        database_url,
-        execution_mode="live",
-        market_data_source="coinbase",
-        coinbase_api_base_url=fake.base_url,
-        coinbase_api_key_name=fake.key_name,
-        coinbase_api_private_key=fake.private_key_pem,
-        coinbase_backoff_seconds=0.01,
-        coinbase_max_retries=1,
-    )
+    settings = live_settings(database_url, fake, coinbase_max_retries=1)
     try:
         async with running_service(EXECUTOR, settings, metrics_port=0) as service:
             assert service.metrics is not None

@@ -21,7 +21,7 @@ from cts.candle_data import (
 )
 from generator_svc.ingest import read_csv
 from tests.conftest import make_settings
-from tests.support.fake_coinbase import FakeCoinbase
+from tests.support.fake_coinbase import FakeCoinbase, market_product
 
 HOUR = 3600
 
@@ -68,31 +68,15 @@ def fake() -> Iterator[FakeCoinbase]:
     server.stop()
 
 
-def _product(product_id: str, volume: str, price: str) -> dict[str, Any]:
-    base, quote = product_id.split("-")
-    return {
-        "product_id": product_id,
-        "price": price,
-        "volume_24h": volume,
-        "quote_currency_id": quote,
-        "base_currency_id": base,
-        "status": "online",
-        "trading_disabled": False,
-        "cancel_only": False,
-        "limit_only": False,
-        "view_only": False,
-    }
-
-
 async def test_download_writes_recent_candles_of_the_top_markets_in_the_shared_format(
     fake: FakeCoinbase, tmp_path: Path
 ) -> None:
     now = time.time()
     last = (int(now) // HOUR - 1) * HOUR
     fake.market_products = [
-        _product("BTC-USD", "1000", "60000"),
-        _product("SHIB-USD", "900000000000", "0.00002345"),
-        _product("ETH-EUR", "99999", "3000"),  # not a USD market
+        market_product("BTC-USD", "1000", "60000"),
+        market_product("SHIB-USD", "900000000000", "0.00002345"),
+        market_product("ETH-EUR", "99999", "3000"),  # not a USD market
     ]
     for symbol, price in (("BTC-USD", "60000.5"), ("SHIB-USD", "0.00002345")):
         fake.market_candles[symbol] = [(last - i * HOUR, price, price, price, price, "10") for i in range(48)]

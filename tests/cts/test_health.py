@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cts.commands.health import ALIASES, METRICS_PORT_SETTINGS
+from testkit.ports import free_ports
 from tests.common.test_server import SERVING, wait_for_status
-from tests.k8s.manifest_checker import KUBERNETES_NAMES, definitions
-from tests.support.ports import free_ports
 
 
 @dataclass
@@ -80,11 +78,6 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
         yield Bridge(env, ports[1], process)
     finally:
         _stop(process)
-
-
-def test_the_metrics_port_settings_are_the_service_definitions() -> None:
-    assert {name: d.metrics_port_setting for name, d in definitions().items()} == METRICS_PORT_SETTINGS
-    assert {alias: name for name, alias in KUBERNETES_NAMES.items()} == ALIASES
 
 
 def test_health_of_the_service_running_here(bridge: Bridge) -> None:

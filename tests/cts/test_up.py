@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from common.database import create_engine
 from common.tables import trade_executions, trading_signals
 from cts.health_probe import check_all, endpoints
+from testkit.ports import free_ports
 from tests.conftest import make_settings
-from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from common.tables import trade_executions
 from executor_svc.client_order_id import NAMESPACE, client_order_id
 from executor_svc.server import DEFINITION
 from tests.conftest import make_settings
-from tests.executor_svc.test_service import EXECUTED, installation_id, live_settings, process
-from tests.support.fake_coinbase import FakeCoinbase
+from tests.executor_svc.test_service import EXECUTED, installation_id, process
+from tests.support.fake_coinbase import FakeCoinbase, live_settings
 from tests.support.seed import seed_price, seed_recommendation
 
 

@@ -5,7 +5,6 @@ is_mock = 0` counts real trades only."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -13,31 +12,15 @@ import grpc
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from common.database import create_engine
 from common.server import running_service
 from common.tables import trade_executions, trade_recommendations, trading_signals, trading_signals_archive
 from executor_svc.server import DEFINITION
 from tests.conftest import make_settings
-from tests.executor_svc.test_service import EXECUTED, FAILED, live_settings, process
-from tests.support.fake_coinbase import FakeCoinbase
-from tests.support.seed import seed_price, seed_recommendation
+from tests.executor_svc.test_service import EXECUTED, FAILED, process
+from tests.support.fake_coinbase import FakeCoinbase, live_settings
+from tests.support.seed import seed_recommendation
 
 ARCHIVED_SIGNAL_ID = 900_001
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCoinbase]:
-    server = FakeCoinbase().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await seed_price(engine, "BTC-USD", "9000")
-    yield engine
-    await engine.dispose()
 
 
 async def _signal(engine: Any, *, is_mock: bool, archived: bool = False) -> int:

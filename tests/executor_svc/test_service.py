@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -12,10 +11,9 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from common.database import create_engine
+from common.control import ControlKey
 from common.server import running_service
 from common.tables import (
-    INSTALLATION_ID_KEY,
     paper_balances,
     system_control,
     trade_executions,
@@ -25,41 +23,12 @@ from crypto_trading.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 from executor_svc.client_order_id import client_order_id
 from executor_svc.server import DEFINITION
 from tests.conftest import make_settings
-from tests.support.fake_coinbase import FakeCoinbase
-from tests.support.seed import seed_price, seed_recommendation
+from tests.support.fake_coinbase import FakeCoinbase, live_settings
+from tests.support.seed import seed_recommendation
 
 EXECUTED = common_pb2.EXECUTION_STATUS_EXECUTED
 FAILED = common_pb2.EXECUTION_STATUS_FAILED
 PENDING = common_pb2.EXECUTION_STATUS_PENDING
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCoinbase]:
-    server = FakeCoinbase().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await seed_price(engine, "BTC-USD", "9000")
-    yield engine
-    await engine.dispose()
-
-
-def live_settings(url: str, fake: FakeCoinbase, **extra: Any) -> Any:
-    return make_settings(
-        url,
-        execution_mode="live",
-        market_data_source="coinbase",
-        coinbase_api_base_url=fake.base_url,
-        coinbase_api_key_name=fake.key_name,
-        coinbase_api_private_key=fake.private_key_pem,
-        coinbase_backoff_seconds=0.01,
-        coinbase_max_retries=3,
-        **extra,
-    )
 
 
 async def process(port: int, rec_id: int) -> executor_pb2.ExecutionResult:
@@ -73,8 +42,14 @@ async def process(port: int, rec_id: int) -> executor_pb2.ExecutionResult:
 
 async def installation_id(engine: Any) -> str:
     async with engine.connect() as conn:
-        query = select(system_control.c.value).where(system_control.c.key == INSTALLATION_ID_KEY)
+        query = select(system_control.c.value).where(system_control.c.key == ControlKey.INSTALLATION_ID.value)
         return str((await conn.execute(query)).scalar_one())
+
+
+async def execution_row(engine: Any, rec_id: int) -> Any:
+    async with engine.connect() as conn:
+        query = select(trade_executions).where(trade_executions.c.recommendation_id == rec_id)
+        return (await conn.execute(query)).one()
 
 
 async def rec_status(engine: Any, rec_id: int) -> str:
@@ -193,6 +168,7 @@ async def test_live_buy_sell_rejection_and_faults(
     flaky = await seed_recommendation(engine, amount_usd=Decimal("20"))
     stuck = await seed_recommendation(engine, amount_usd=Decimal("30"))
     too_much = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal("50"))
+    opened = await seed_recommendation(engine, amount_usd=Decimal("40"))
     async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
         result = await process(service.port, buy)
         assert (result.status, result.mode) == (EXECUTED, common_pb2.EXECUTION_MODE_LIVE)
@@ -210,10 +186,18 @@ async def test_live_buy_sell_rejection_and_faults(
         assert await rec_status(engine, stuck) == "PENDING"
         fake.faults.clear()  # the exchange recovers
         assert (await process(service.port, stuck)).status == EXECUTED  # retried later: same client_order_id
+        fake.faults.extend(["ok", "open"])  # accepted by the exchange, not filled while the executor looks
+        submitted = await process(service.port, opened)
+        assert submitted.status == PENDING
+        row = await execution_row(engine, opened)
+        assert (row.status, row.exchange_order_id) == ("SUBMITTED", submitted.exchange_order_id)
+        assert await rec_status(engine, opened) == "PENDING"
+        fake.fill_open_orders()
+        assert (await process(service.port, opened)).status == EXECUTED  # follows the same order, places none
         refused = await process(service.port, too_much)
         assert refused.status == FAILED
         assert "no order placed" in refused.error_reason
-    assert fake.distinct_orders() == 4
+    assert fake.distinct_orders() == 5
     assert fake.jwt_failures == []
     assert len(set(fake.seen_tokens)) == len(fake.seen_tokens)  # a fresh JWT for every request
     text = caplog.text
@@ -251,7 +235,7 @@ async def test_crash_between_accept_and_commit_ends_with_one_order(
         raise RuntimeError("simulated crash before commit")
 
     with monkeypatch.context() as patch:
-        patch.setattr(repo.ExecutionUnit, "complete", crash)
+        patch.setattr(repo.ExecutorRepository, "complete_live", crash)
         async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
             with pytest.raises(grpc.aio.AioRpcError):
                 await process(service.port, rec)

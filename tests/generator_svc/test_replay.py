@@ -8,12 +8,13 @@ from datetime import datetime
 import grpc
 from sqlalchemy import select
 
+from common.control import ControlKey
 from common.database import create_engine
 from common.server import running_service
 from common.tables import system_control
 from crypto_trading.v1 import generator_pb2, generator_pb2_grpc
 from generator_svc.replay import ReplayClock
-from generator_svc.server import DEFINITION, REPLAY_CLOCK_KEY, REPLAY_PROGRESS_KEY
+from generator_svc.server import DEFINITION
 from tests.conftest import make_settings
 from tests.support.seed import seed_bundled
 
@@ -68,15 +69,15 @@ async def test_generate_without_as_of_answers_for_the_replay_time(database_url: 
         controls: dict[str, str] = {}
         for _ in range(200):
             controls = await _controls(database_url)
-            if REPLAY_CLOCK_KEY in controls:
+            if ControlKey.REPLAY_CLOCK in controls:
                 break
             await asyncio.sleep(0.1)
         response = await stub.Generate(generator_pb2.GenerateRequest(symbols=["ETH-USD"]), timeout=30)
     (signal,) = response.signals
-    released, total = (int(x) for x in controls[REPLAY_PROGRESS_KEY].split("/"))
+    released, total = (int(x) for x in controls[ControlKey.REPLAY_PROGRESS].split("/"))
     assert released == 1
     assert total > 1
     # Without as_of, the signal is for the candle the replay has just released, not for today's clock.
-    replay_time = datetime.fromisoformat(controls[REPLAY_CLOCK_KEY])
+    replay_time = datetime.fromisoformat(controls[ControlKey.REPLAY_CLOCK])
     assert signal.candle_time.ToSeconds() == int(replay_time.timestamp()) - HOUR
     assert int(frames["ETH-USD"]["timestamp"].iloc[0]) < signal.candle_time.ToSeconds()

@@ -16,22 +16,17 @@ import yaml
 
 from common.config import Settings, load_settings
 from common.errors import ConfigError, InvalidArgumentError
-from common.server import LIVENESS_SERVICE_NAME, ServiceDefinition
+from common.service_host import LIVENESS_SERVICE_NAME, ServiceDefinition
+from common.services import SERVICES
 from cts.archive import parse_age
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "k8s" / "crypto-trading-system-final.yaml"
 SECRETS_EXAMPLE = ROOT / "k8s" / "secrets.example.yaml"
 NAMESPACE = "crypto-trading"
-SERVICE_NAMES = ("generator", "bridge", "orchestrator", "executor")
-# The Kubernetes names the operators' runbook uses (issue 8), by service definition name. Everything else (ports,
-# health names, settings) comes from the code.
-KUBERNETES_NAMES = {
-    "generator": "signal-generator",
-    "bridge": "signal-bridge",
-    "orchestrator": "trade-orchestrator",
-    "executor": "trade-executor",
-}
+# The Kubernetes names the operators' runbook uses (issue 8), by service name, from the registry. Everything else
+# (ports, health names, settings) comes from the code.
+KUBERNETES_NAMES = {info.name: info.kubernetes_name for info in SERVICES}
 NON_ROOT_UID = 10001
 MODEL_DIR_IN_IMAGE = "/app/models"
 # The existing MySQL server the guide's deployment uses, behind the selector-less Service "mysql".
@@ -50,8 +45,8 @@ def load_documents(path: Path = MANIFEST) -> list[Doc]:
 def definitions() -> dict[str, ServiceDefinition]:
     """The four service definitions, imported from the services' own server modules."""
     found: dict[str, ServiceDefinition] = {}
-    for name in SERVICE_NAMES:
-        definition = importlib.import_module(f"{name}_svc.server").DEFINITION
+    for info in SERVICES:
+        definition = importlib.import_module(f"{info.package}.server").DEFINITION
         assert isinstance(definition, ServiceDefinition)
         found[definition.name] = definition
     return found

@@ -17,23 +17,16 @@ import pytest
 from sqlalchemy import select, update
 
 from common.clock import utc_now
-from common.database import create_engine
-from common.server import ServiceHost, running_service
+from common.server import running_service
+from common.service_host import ServiceHost
 from common.tables import trade_recommendations
 from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from executor_svc.server import DEFINITION as EXECUTOR
 from orchestrator_svc.server import DEFINITION as ORCHESTRATOR
+from testkit.ports import free_ports
 from tests.conftest import make_settings
-from tests.support.ports import free_ports
-from tests.support.seed import seed_price, seed_recommendation
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await seed_price(engine, "BTC-USD", "9000")
-    yield engine
-    await engine.dispose()
+from tests.support import outcomes
+from tests.support.seed import seed_recommendation
 
 
 @asynccontextmanager
@@ -68,12 +61,12 @@ async def test_best_first_within_the_cap_and_logs(
     mid = await seed_recommendation(engine, confidence=Decimal("0.75"))
     async with system(database_url) as (stub, _):
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
-        assert [o.recommendation_id for o in response.executed] == [old_high, new_high, mid]
+        assert [o.recommendation_id for o in outcomes.executed(response)] == [old_high, new_high, mid]
         assert response.remaining == 1
         assert response.window_capacity_left == 0
         # A nudge inside the same 30 s window cannot get around the cap.
         nudged = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(recommendation_ids=[low]), timeout=30)
-        assert list(nudged.executed) == []
+        assert list(outcomes.executed(nudged)) == []
         assert nudged.remaining == 1
     assert (await statuses(engine))[low] == "PENDING"
     assert f"Successfully executed recommendation {old_high}" in caplog.text
@@ -85,10 +78,11 @@ async def test_rolling_cap_counts_across_calls(database_url: str, engine: Any) -
         first = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(max_trades=1), timeout=30)
         second = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
         third = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
-        assert (len(first.executed), len(second.executed), len(third.executed)) == (1, 1, 0)
+        counts = [len(outcomes.executed(response)) for response in (first, second, third)]
+        assert counts == [1, 1, 0]
         await asyncio.sleep(1.6)
         fourth = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
-        assert len(fourth.executed) == 2
+        assert len(outcomes.executed(fourth)) == 2
     assert sorted(s for s in (await statuses(engine)).values()) == ["EXECUTED"] * 4 + ["PENDING"]
     assert len(ids) == 5
 
@@ -99,9 +93,9 @@ async def test_old_pending_are_cancelled(database_url: str, engine: Any, caplog:
     fresh = await seed_recommendation(engine)
     async with system(database_url) as (stub, _):
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
-    assert [o.recommendation_id for o in response.cancelled] == [old]
-    assert "2 h" in response.cancelled[0].reason
-    assert [o.recommendation_id for o in response.executed] == [fresh]
+    assert [o.recommendation_id for o in outcomes.cancelled(response)] == [old]
+    assert "2 h" in outcomes.cancelled(response)[0].reason
+    assert [o.recommendation_id for o in outcomes.executed(response)] == [fresh]
     assert (await statuses(engine))[old] == "CANCELLED"
     assert f"Cancelled recommendation {old}" in caplog.text
 
@@ -112,7 +106,7 @@ async def test_unreachable_executor_leaves_pending(database_url: str, engine: An
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
         assert response.executor_unreachable
         assert "executor" in response.executor_error
-        assert [o.recommendation_id for o in response.retry_later] == [rec]
+        assert [o.recommendation_id for o in outcomes.retry_later(response)] == [rec]
         assert response.window_capacity_left == 3  # the reservation was given back
     assert (await statuses(engine))[rec] == "PENDING"
 
@@ -129,13 +123,13 @@ async def test_kill_switch(database_url: str, engine: Any) -> None:
         assert halted.halt.halted
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
         assert response.halted
-        assert list(response.executed) == []
+        assert list(outcomes.executed(response)) == []
         assert (await stub.GetTradingHalt(orchestrator_pb2.GetTradingHaltRequest(), timeout=10)).halt.reason == (
             "exchange incident"
         )
         await stub.SetTradingHalt(orchestrator_pb2.SetTradingHaltRequest(halted=False, reason="ok"), timeout=10)
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
-        assert [o.recommendation_id for o in response.executed] == [rec]
+        assert [o.recommendation_id for o in outcomes.executed(response)] == [rec]
 
 
 def test_cts_halt_and_resume_direct(sqlite_url: str) -> None:
@@ -161,7 +155,7 @@ async def test_two_orchestrators_never_send_twice(database_url: str, engine: Any
                 for stub in (one, two) * 3
             )
         )
-    executed = [o.recommendation_id for r in responses for o in r.executed]
+    executed = [o.recommendation_id for r in responses for o in outcomes.executed(r)]
     assert len(executed) == len(set(executed)) == 30
     assert set(executed) == set(ids)
     async with engine.connect() as conn:
@@ -187,7 +181,7 @@ async def test_expired_claim_of_a_dead_orchestrator_is_taken_over(database_url: 
         )
     async with system(database_url) as (stub, _):
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
-    assert [o.recommendation_id for o in response.executed] == [dead]
+    assert [o.recommendation_id for o in outcomes.executed(response)] == [dead]
     assert (await statuses(engine))[live] == "PENDING"
 
 

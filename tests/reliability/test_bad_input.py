@@ -7,9 +7,6 @@ request leaves the database exactly as it was."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +30,9 @@ from crypto_trading.v1 import (
     orchestrator_pb2,
     orchestrator_pb2_grpc,
 )
-from tests.common.test_server import SERVING, wait_for_status
-from tests.support.ports import free_ports
+from testkit.databases import migrated_sqlite
+from testkit.ports import free_port
+from testkit.processes import ServiceProcesses
 
 pytestmark = pytest.mark.slow
 
@@ -99,54 +97,38 @@ class Running:
         return code
 
 
-def _start(module: str, prefix: str, tmp: Path, extra: dict[str, str] | None = None) -> Iterator[Running]:
-    port = free_ports(1)[0]
-    url = f"sqlite+aiosqlite:///{tmp / 'db.sqlite'}"
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": url,
-            f"{prefix}_PORT": str(port),
-            f"{prefix}_METRICS_PORT": "0",
-            "BIND_HOST": "127.0.0.1",
-            "SIGNAL_BRIDGE_ADDR": "127.0.0.1:1",
-            "TRADE_ORCHESTRATOR_ADDR": "127.0.0.1:1",
-            "TRADE_EXECUTOR_ADDR": "127.0.0.1:1",
-            "MARKET_DATA_SOURCE": "database",
-        }
-    )
-    env.update(extra or {})
-    subprocess.run([sys.executable, "-m", "cts", "migrate"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", module], env=env, stderr=subprocess.DEVNULL)
+def _start(kind: str, tmp: Path) -> Iterator[Running]:
+    """``kind`` as a real process on a fresh migrated SQLite database, its peers unreachable."""
+    url = asyncio.run(migrated_sqlite(tmp / "db.sqlite"))
+    processes = ServiceProcesses(url, tmp / "logs", {"MARKET_DATA_SOURCE": "database"})
+    started = processes.spawn(kind, kind, free_port())
     try:
-        status = asyncio.run(wait_for_status(port, "", SERVING, within=60))
-        assert status == SERVING, f"{module} did not start"
-        running = Running(f"127.0.0.1:{port}", url)
+        asyncio.run(processes.wait_serving())
+        running = Running(started.address, url)
         yield running
         running.channel.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        processes.stop()
 
 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    yield from _start("bridge_svc", "SIGNAL_BRIDGE", tmp_path_factory.mktemp("bridge"))
+    yield from _start("bridge", tmp_path_factory.mktemp("bridge"))
 
 
 @pytest.fixture(scope="module")
 def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    yield from _start("orchestrator_svc", "TRADE_ORCHESTRATOR", tmp_path_factory.mktemp("orchestrator"))
+    yield from _start("orchestrator", tmp_path_factory.mktemp("orchestrator"))
 
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    yield from _start("executor_svc", "TRADE_EXECUTOR", tmp_path_factory.mktemp("executor"))
+    yield from _start("executor", tmp_path_factory.mktemp("executor"))
 
 
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    yield from _start("generator_svc", "SIGNAL_GENERATOR", tmp_path_factory.mktemp("generator"))
+    yield from _start("generator", tmp_path_factory.mktemp("generator"))
 
 
 @HYPOTHESIS

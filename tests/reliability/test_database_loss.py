@@ -29,9 +29,10 @@ from common.clock import utc_now
 from common.database import create_engine
 from common.tables import market_candles, paper_balances, trade_executions, trade_recommendations, trading_signals
 from crypto_trading.v1 import bridge_pb2, bridge_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
-from tests.conftest import MYSQL_SERVER_URL, clear_tables
-from tests.support.cluster import SERVING, ServiceProcess, ServiceProcesses, address, health_status
-from tests.support.ports import free_ports
+from testkit.databases import MYSQL_SERVER_URL, clear_tables
+from testkit.ports import address, free_ports
+from testkit.processes import PIPELINE_ENV, SERVING, ServiceProcess, ServiceProcesses, health_status
+from tests.support import outcomes
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
@@ -42,13 +43,8 @@ STARTING_CASH = Decimal("1000000000")
 USD_QUANTUM = Decimal("0.00000001")
 RECOVERY_SECONDS = 15.0
 KILLING_SECONDS = 1.5
-ENV = {
-    "MARKET_DATA_SOURCE": "database",
-    "MAX_TRADES_PER_WINDOW": "1000000",
+ENV = PIPELINE_ENV | {
     "PAPER_STARTING_CASH_USD": str(STARTING_CASH),
-    "BRIDGE_MIN_CONFIDENCE": "0.01",
-    "BRIDGE_INTERVAL_SECONDS": "86400",
-    "ORCHESTRATOR_INTERVAL_SECONDS": "86400",
     # A claim whose cycle died with its connection is taken over after this long.
     "CLAIM_TTL_SECONDS": "3",
     "EXECUTOR_TIMEOUT_SECONDS": "10",
@@ -295,7 +291,7 @@ async def test_services_survive_killed_database_connections(mysql_database: str,
             assert service.process.pid == pids[service.name]
         assert not errors, f"RPCs failed outside the killing spree: {errors}"
         assert kills >= len(services)
-        assert midrun_errors or any(m.retry_later for m in midrun), "the killing spree interrupted no cycle"
+        assert midrun_errors or any(outcomes.retry_later(m) for m in midrun), "the killing spree interrupted no cycle"
 
         r = trade_recommendations.c
         async with engine.connect() as conn:

@@ -17,9 +17,9 @@ from prometheus_client import REGISTRY
 from common.server import running_service
 from crypto_trading.v1 import bridge_pb2, bridge_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator_svc.server import DEFINITION as ORCHESTRATOR
+from testkit.ports import free_ports
 from tests.common.test_server import SERVING, wait_for_status
 from tests.conftest import make_settings
-from tests.support.ports import free_ports
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
 from common.database import create_engine
+from common.services import SERVICE_NAMES, service
 from common.tables import (
     market_candles,
     orchestrator_dispatches,
@@ -40,9 +41,10 @@ from crypto_trading.v1 import (
     orchestrator_pb2,
     orchestrator_pb2_grpc,
 )
-from tests.conftest import clear_tables
-from tests.support.cluster import ServiceProcess, ServiceProcesses, address
-from tests.support.ports import free_ports
+from testkit.databases import clear_tables
+from testkit.ports import address, free_ports
+from testkit.processes import PIPELINE_ENV, ServiceProcess, ServiceProcesses
+from tests.support import outcomes
 from tests.support.seed import bundled
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
@@ -57,17 +59,7 @@ STARTING_CASH = Decimal("1000000000")
 USD_QUANTUM = Decimal("0.00000001")
 ORCHESTRATE_BATCH = 40
 ORCHESTRATOR_LOOP_DELAY = 7.0
-CLUSTER_ENV = {
-    "MARKET_DATA_SOURCE": "database",
-    "BUY_THRESHOLD": "0.01",
-    "SELL_THRESHOLD": "0.99",
-    "BRIDGE_MIN_CONFIDENCE": "0.01",
-    "MAX_TRADES_PER_WINDOW": "1000000",
-    "PAPER_STARTING_CASH_USD": str(STARTING_CASH),
-    "GENERATOR_INTERVAL_SECONDS": "86400",
-    "BRIDGE_INTERVAL_SECONDS": "86400",
-    "ORCHESTRATOR_INTERVAL_SECONDS": "86400",
-}
+CLUSTER_ENV = PIPELINE_ENV | {"SELL_THRESHOLD": "0.99", "PAPER_STARTING_CASH_USD": str(STARTING_CASH)}
 
 
 def _stamp(seconds: int) -> Timestamp:
@@ -132,16 +124,11 @@ async def _seed_recommendations(engine: AsyncEngine) -> list[int]:
 def _start_cluster(processes: ServiceProcesses) -> dict[str, list[ServiceProcess]]:
     """Two replicas of each service; replica X of every service talks to replica X of the next one."""
     free = free_ports(8)
-    kinds = ("executor", "orchestrator", "bridge", "generator")
-    ports = {kind: free[2 * k : 2 * k + 2] for k, kind in enumerate(kinds)}
+    ports = {kind: free[2 * k : 2 * k + 2] for k, kind in enumerate(SERVICE_NAMES)}
     started: dict[str, list[ServiceProcess]] = {kind: [] for kind in ports}
     for replica, suffix in enumerate("ab"):
-        peers = {
-            "SIGNAL_BRIDGE_ADDR": address(ports["bridge"][replica]),
-            "TRADE_ORCHESTRATOR_ADDR": address(ports["orchestrator"][replica]),
-            "TRADE_EXECUTOR_ADDR": address(ports["executor"][replica]),
-        }
-        for kind in kinds:
+        peers = {f"{service(kind).env_prefix}_ADDR": address(ports[kind][replica]) for kind in SERVICE_NAMES}
+        for kind in SERVICE_NAMES:
             started[kind].append(processes.spawn(kind, f"{kind}-{suffix}", ports[kind][replica], peers))
     return started
 
@@ -221,7 +208,7 @@ async def test_replicas_execute_each_recommendation_once(mysql_database: str, tm
                     pair = await asyncio.gather(*(o.Orchestrate(request, timeout=60) for o in orchestrators))
                     orchestrated.extend(pair)
                     racing.set()
-                    if all(r.remaining == 0 and not r.executed for r in pair):
+                    if all(r.remaining == 0 and not outcomes.executed(r) for r in pair):
                         if not producing:
                             return
                         await asyncio.sleep(0.05)  # nothing to claim until the pipeline adds some
@@ -256,10 +243,12 @@ async def test_replicas_execute_each_recommendation_once(mysql_database: str, tm
         # --- the RPC answers ---
         for response in orchestrated:
             assert not response.executor_unreachable, response.executor_error
-            assert not response.failed, response.failed
-        reported = Counter(o.recommendation_id for r in orchestrated for o in r.executed)
+            assert not outcomes.failed(response), outcomes.failed(response)
+        reported = Counter(o.recommendation_id for r in orchestrated for o in outcomes.executed(r))
         assert not [i for i, n in reported.items() if n > 1], "a recommendation was reported executed twice"
-        by_orchestrator = [{o.recommendation_id for r in orchestrated[k::2] for o in r.executed} for k in range(2)]
+        by_orchestrator = [
+            {o.recommendation_id for r in orchestrated[k::2] for o in outcomes.executed(r)} for k in range(2)
+        ]
         # Both raced for the same rows (which one wins each claim is up to the scheduler, so neither is required to
         # win any): what one executed, the other never did.
         assert by_orchestrator[0] | by_orchestrator[1]

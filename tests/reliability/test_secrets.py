@@ -15,9 +15,10 @@ import pytest
 
 from common.database import create_engine
 from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from testkit.ports import free_ports
 from tests.common.test_server import SERVING, wait_for_status
+from tests.support import outcomes
 from tests.support.fake_coinbase import FakeCoinbase
-from tests.support.ports import free_ports
 from tests.support.seed import seed_price, seed_recommendation
 
 
@@ -60,7 +61,7 @@ async def test_live_run_with_debug_logs_prints_no_key_and_no_jwt(database_url: s
         async with grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator_port}") as channel:
             stub = orchestrator_pb2_grpc.TradeOrchestratorServiceStub(channel)
             response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=60)
-        assert sorted(o.recommendation_id for o in response.executed) == sorted(ids)
+        assert sorted(o.recommendation_id for o in outcomes.executed(response)) == sorted(ids)
     finally:
         for proc in procs:
             proc.terminate()

@@ -34,7 +34,9 @@ class FakeCoinbase:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # by order id
     by_client_id: dict[str, str] = field(default_factory=dict)
     order_posts: int = 0
-    faults: deque[str] = field(default_factory=deque)  # next responses: "429", "500", "401", "slow", "reject:<ERR>"
+    # next responses: "429", "500", "401", "slow", "reject:<ERR>", "open" (an order accepted but not filled yet)
+    faults: deque[str] = field(default_factory=deque)
+    open_fills: dict[str, dict[str, str]] = field(default_factory=dict)
     seen_tokens: list[str] = field(default_factory=list)
     jwt_failures: list[str] = field(default_factory=list)
     # Public market data (no JWT): products as Coinbase lists them, hourly candles per product as
@@ -237,6 +239,8 @@ class FakeCoinbase:
             self.balances["USD"] += size * price
         order_id = str(uuid.uuid4())
         fees = (size * price * Decimal("0.006")).quantize(Decimal("0.00000001"))
+        if fault == "open":  # accepted, not filled yet: fill_open_orders() fills it later
+            self.open_fills[order_id] = {"status": "FILLED", "filled_size": str(size), "total_fees": str(fees)}
         self.orders[order_id] = {
             "order_id": order_id,
             "client_order_id": client_id,
@@ -247,8 +251,51 @@ class FakeCoinbase:
             "average_filled_price": str(price),
             "total_fees": str(fees),
         }
+        if fault == "open":
+            self.orders[order_id] |= {"status": "OPEN", "filled_size": "0", "total_fees": "0"}
         self.by_client_id[client_id] = order_id
         return {"success": True, "success_response": {"order_id": order_id}}
 
+    def fill_open_orders(self) -> None:
+        for order_id, fill in self.open_fills.items():
+            self.orders[order_id] |= fill
+        self.open_fills.clear()
+
     def distinct_orders(self) -> int:
         return len(self.orders)
+
+
+def live_settings(url: str, fake: FakeCoinbase, **extra: Any) -> Any:
+    """Settings of a live executor trading on ``fake`` (fast retries)."""
+    from tests.conftest import make_settings
+
+    values: dict[str, Any] = {
+        "execution_mode": "live",
+        "market_data_source": "coinbase",
+        "coinbase_api_base_url": fake.base_url,
+        "coinbase_api_key_name": fake.key_name,
+        "coinbase_api_private_key": fake.private_key_pem,
+        "coinbase_backoff_seconds": 0.01,
+        "coinbase_max_retries": 3,
+    }
+    return make_settings(url, **(values | extra))
+
+
+def market_product(product_id: str, volume: str, price: str = "100", **flags: Any) -> dict[str, Any]:
+    """A product as GET /market/products lists it."""
+    base, quote = product_id.split("-")
+    return {
+        "product_id": product_id,
+        "price": price,
+        "volume_24h": volume,
+        "quote_currency_id": quote,
+        "base_currency_id": base,
+        "status": "online",
+        "trading_disabled": False,
+        "cancel_only": False,
+        "limit_only": False,
+        "view_only": False,
+        "base_increment": "0.00000001",
+        "quote_min_size": "1",
+        **flags,
+    }

@@ -73,6 +73,24 @@ EXECUTION_STATUS_FAILED: ExecutionStatus.ValueType  # 3
 EXECUTION_STATUS_CANCELLED: ExecutionStatus.ValueType  # 4
 Global___ExecutionStatus: _TypeAlias = ExecutionStatus  # noqa: Y015
 
+class _OrderSide:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderSideEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderSide.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_SIDE_UNSPECIFIED: _OrderSide.ValueType  # 0
+    ORDER_SIDE_BUY: _OrderSide.ValueType  # 1
+    ORDER_SIDE_SELL: _OrderSide.ValueType  # 2
+
+class OrderSide(_OrderSide, metaclass=_OrderSideEnumTypeWrapper):
+    """The side of an order: what the executor buys or sells."""
+
+ORDER_SIDE_UNSPECIFIED: OrderSide.ValueType  # 0
+ORDER_SIDE_BUY: OrderSide.ValueType  # 1
+ORDER_SIDE_SELL: OrderSide.ValueType  # 2
+Global___OrderSide: _TypeAlias = OrderSide  # noqa: Y015
+
 class _ExecutionMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

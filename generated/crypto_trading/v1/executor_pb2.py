@@ -24,25 +24,30 @@ _sym_db = _symbol_database.Default()
 
 from crypto_trading.v1 import common_pb2 as crypto__trading_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n crypto_trading/v1/executor.proto\x12\x11\x63rypto_trading.v1\x1a\x1e\x63rypto_trading/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x1cProcessRecommendationRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\"\xa8\x03\n\x0f\x45xecutionResult\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".crypto_trading.v1.ExecutionStatus\x12\x19\n\x11\x65xchange_order_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x04 \x01(\t\x12\x13\n\x0b\x66illed_size\x18\x05 \x01(\t\x12\x15\n\raverage_price\x18\x06 \x01(\t\x12\x0c\n\x04\x66\x65\x65s\x18\x07 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x08 \x01(\t\x12.\n\x04mode\x18\t \x01(\x0e\x32 .crypto_trading.v1.ExecutionMode\x12\x0e\n\x06symbol\x18\n \x01(\t\x12+\n\x04side\x18\x0b \x01(\x0e\x32\x1d.crypto_trading.v1.SignalType\x12/\n\x0b\x65xecuted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\r \x01(\x08\x12\x12\n\nerror_code\x18\x0e \x01(\t\"S\n\x1dProcessRecommendationResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".crypto_trading.v1.ExecutionResult\":\n\x1d\x45xecuteRecommendationsRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\"T\n\x1e\x45xecuteRecommendationsResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".crypto_trading.v1.ExecutionResult2\x96\x02\n\x14TradeExecutorService\x12z\n\x15ProcessRecommendation\x12/.crypto_trading.v1.ProcessRecommendationRequest\x1a\x30.crypto_trading.v1.ProcessRecommendationResponse\x12\x81\x01\n\x16\x45xecuteRecommendations\x12\x30.crypto_trading.v1.ExecuteRecommendationsRequest\x1a\x31.crypto_trading.v1.ExecuteRecommendationsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n crypto_trading/v1/executor.proto\x12\x11\x63rypto_trading.v1\x1a\x1e\x63rypto_trading/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"9\n\x1cProcessRecommendationRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\"\x85\x04\n\x0f\x45xecutionResult\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".crypto_trading.v1.ExecutionStatus\x12\x19\n\x11\x65xchange_order_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x04 \x01(\t\x12\x13\n\x0b\x66illed_size\x18\x05 \x01(\t\x12\x15\n\raverage_price\x18\x06 \x01(\t\x12\x0c\n\x04\x66\x65\x65s\x18\x07 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x08 \x01(\t\x12.\n\x04mode\x18\t \x01(\x0e\x32 .crypto_trading.v1.ExecutionMode\x12\x0e\n\x06symbol\x18\n \x01(\t\x12/\n\x04side\x18\x0b \x01(\x0e\x32\x1d.crypto_trading.v1.SignalTypeB\x02\x18\x01\x12/\n\x0b\x65xecuted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\r \x01(\x08\x12\x16\n\nerror_code\x18\x0e \x01(\tB\x02\x18\x01\x12\x30\n\norder_side\x18\x0f \x01(\x0e\x32\x1c.crypto_trading.v1.OrderSide\x12!\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x12.google.rpc.Status\"S\n\x1dProcessRecommendationResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".crypto_trading.v1.ExecutionResult\":\n\x1d\x45xecuteRecommendationsRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\"T\n\x1e\x45xecuteRecommendationsResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".crypto_trading.v1.ExecutionResult2\x96\x02\n\x14TradeExecutorService\x12z\n\x15ProcessRecommendation\x12/.crypto_trading.v1.ProcessRecommendationRequest\x1a\x30.crypto_trading.v1.ProcessRecommendationResponse\x12\x81\x01\n\x16\x45xecuteRecommendations\x12\x30.crypto_trading.v1.ExecuteRecommendationsRequest\x1a\x31.crypto_trading.v1.ExecuteRecommendationsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crypto_trading.v1.executor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROCESSRECOMMENDATIONREQUEST']._serialized_start=120
-  _globals['_PROCESSRECOMMENDATIONREQUEST']._serialized_end=177
-  _globals['_EXECUTIONRESULT']._serialized_start=180
-  _globals['_EXECUTIONRESULT']._serialized_end=604
-  _globals['_PROCESSRECOMMENDATIONRESPONSE']._serialized_start=606
-  _globals['_PROCESSRECOMMENDATIONRESPONSE']._serialized_end=689
-  _globals['_EXECUTERECOMMENDATIONSREQUEST']._serialized_start=691
-  _globals['_EXECUTERECOMMENDATIONSREQUEST']._serialized_end=749
-  _globals['_EXECUTERECOMMENDATIONSRESPONSE']._serialized_start=751
-  _globals['_EXECUTERECOMMENDATIONSRESPONSE']._serialized_end=835
-  _globals['_TRADEEXECUTORSERVICE']._serialized_start=838
-  _globals['_TRADEEXECUTORSERVICE']._serialized_end=1116
+  _globals['_EXECUTIONRESULT'].fields_by_name['side']._loaded_options = None
+  _globals['_EXECUTIONRESULT'].fields_by_name['side']._serialized_options = b'\030\001'
+  _globals['_EXECUTIONRESULT'].fields_by_name['error_code']._loaded_options = None
+  _globals['_EXECUTIONRESULT'].fields_by_name['error_code']._serialized_options = b'\030\001'
+  _globals['_PROCESSRECOMMENDATIONREQUEST']._serialized_start=145
+  _globals['_PROCESSRECOMMENDATIONREQUEST']._serialized_end=202
+  _globals['_EXECUTIONRESULT']._serialized_start=205
+  _globals['_EXECUTIONRESULT']._serialized_end=722
+  _globals['_PROCESSRECOMMENDATIONRESPONSE']._serialized_start=724
+  _globals['_PROCESSRECOMMENDATIONRESPONSE']._serialized_end=807
+  _globals['_EXECUTERECOMMENDATIONSREQUEST']._serialized_start=809
+  _globals['_EXECUTERECOMMENDATIONSREQUEST']._serialized_end=867
+  _globals['_EXECUTERECOMMENDATIONSRESPONSE']._serialized_start=869
+  _globals['_EXECUTERECOMMENDATIONSRESPONSE']._serialized_end=953
+  _globals['_TRADEEXECUTORSERVICE']._serialized_start=956
+  _globals['_TRADEEXECUTORSERVICE']._serialized_end=1234
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from crypto_trading.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -15,6 +16,11 @@ if sys.version_info >= (3, 11):
     from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
+
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -56,6 +62,8 @@ class ExecutionResult(_message.Message):
     EXECUTED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ORDER_SIDE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     recommendation_id: _builtins.int
     status: _common_pb2.ExecutionStatus.ValueType
     """EXECUTED, FAILED or CANCELLED when final; PENDING when a transient problem (exchange unreachable,
@@ -75,18 +83,39 @@ class ExecutionResult(_message.Message):
     """Why the order failed or is still pending (empty when EXECUTED)."""
     mode: _common_pb2.ExecutionMode.ValueType
     symbol: _builtins.str
-    side: _common_pb2.SignalType.ValueType
-    """SIGNAL_TYPE_BUY or SIGNAL_TYPE_SELL."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def side(self) -> _common_pb2.SignalType.ValueType:
+        """Deprecated: use order_side. SIGNAL_TYPE_BUY or SIGNAL_TYPE_SELL, still set for older clients."""
+
+    @side.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def side(self, value: _common_pb2.SignalType.ValueType) -> None:
+        """Deprecated: use order_side. SIGNAL_TYPE_BUY or SIGNAL_TYPE_SELL, still set for older clients."""
+
     replayed: _builtins.bool
     """True when the recommendation was already final and its recorded result is returned."""
-    error_code: _builtins.str
-    """For stream items that could not be processed at all: the gRPC status code name the unary RPC would
-    have returned ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"; "UNAVAILABLE" or "INTERNAL" when the
-    executor itself could not finish, for example the database was lost: status PENDING, retry later); empty
-    otherwise.
-    """
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def error_code(self) -> _builtins.str:
+        """Deprecated: use error. The name of error's code, still set for older clients."""
+
+    @error_code.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def error_code(self, value: _builtins.str) -> None:
+        """Deprecated: use error. The name of error's code, still set for older clients."""
+
+    order_side: _common_pb2.OrderSide.ValueType
+    """The side of the order."""
     @_builtins.property
     def executed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """For stream items that could not be processed at all: the status the unary RPC would have returned
+        (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION; UNAVAILABLE or INTERNAL when the executor itself could
+        not finish, for example the database was lost: status PENDING, retry later). Unset (code OK) otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -104,10 +133,12 @@ class ExecutionResult(_message.Message):
         executed_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
         error_code: _builtins.str = ...,
+        order_side: _common_pb2.OrderSide.ValueType = ...,
+        error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["executed_at", b"executed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "executed_at", b"executed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_price", b"average_price", "client_order_id", b"client_order_id", "error_code", b"error_code", "error_reason", b"error_reason", "exchange_order_id", b"exchange_order_id", "executed_at", b"executed_at", "fees", b"fees", "filled_size", b"filled_size", "mode", b"mode", "recommendation_id", b"recommendation_id", "replayed", b"replayed", "side", b"side", "status", b"status", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_price", b"average_price", "client_order_id", b"client_order_id", "error", b"error", "error_code", b"error_code", "error_reason", b"error_reason", "exchange_order_id", b"exchange_order_id", "executed_at", b"executed_at", "fees", b"fees", "filled_size", b"filled_size", "mode", b"mode", "order_side", b"order_side", "recommendation_id", b"recommendation_id", "replayed", b"replayed", "side", b"side", "status", b"status", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

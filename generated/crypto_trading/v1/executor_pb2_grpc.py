@@ -62,7 +62,7 @@ class TradeExecutorServiceServicer:
     def ExecuteRecommendations(self, request_iterator, context):
         """The orchestrator streams recommendation ids and receives exactly one response per request. Several requests
         may be in flight at once, so responses can arrive in a different order; each carries its recommendation_id.
-        Per-item problems (unknown id, bad id) are reported in the response (error_code); the stream stays open.
+        Per-item problems (unknown id, bad id) are reported in the response (error); the stream stays open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

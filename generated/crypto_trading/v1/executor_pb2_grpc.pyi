@@ -40,7 +40,7 @@ class TradeExecutorServiceStub:
     ExecuteRecommendations: _grpc.StreamStreamMultiCallable[_executor_pb2.ExecuteRecommendationsRequest, _executor_pb2.ExecuteRecommendationsResponse]
     """The orchestrator streams recommendation ids and receives exactly one response per request. Several requests
     may be in flight at once, so responses can arrive in a different order; each carries its recommendation_id.
-    Per-item problems (unknown id, bad id) are reported in the response (error_code); the stream stays open.
+    Per-item problems (unknown id, bad id) are reported in the response (error); the stream stays open.
     """
 
 @_typing.type_check_only
@@ -55,7 +55,7 @@ class TradeExecutorServiceAsyncStub(TradeExecutorServiceStub):
     ExecuteRecommendations: _aio.StreamStreamMultiCallable[_executor_pb2.ExecuteRecommendationsRequest, _executor_pb2.ExecuteRecommendationsResponse]  # type: ignore[assignment]
     """The orchestrator streams recommendation ids and receives exactly one response per request. Several requests
     may be in flight at once, so responses can arrive in a different order; each carries its recommendation_id.
-    Per-item problems (unknown id, bad id) are reported in the response (error_code); the stream stays open.
+    Per-item problems (unknown id, bad id) are reported in the response (error); the stream stays open.
     """
 
 class TradeExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -79,7 +79,7 @@ class TradeExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_executor_pb2.ExecuteRecommendationsResponse], _abc.AsyncIterator[_executor_pb2.ExecuteRecommendationsResponse]]:
         """The orchestrator streams recommendation ids and receives exactly one response per request. Several requests
         may be in flight at once, so responses can arrive in a different order; each carries its recommendation_id.
-        Per-item problems (unknown id, bad id) are reported in the response (error_code); the stream stays open.
+        Per-item problems (unknown id, bad id) are reported in the response (error); the stream stays open.
         """
 
 def add_TradeExecutorServiceServicer_to_server(servicer: TradeExecutorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

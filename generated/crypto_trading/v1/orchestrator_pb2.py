@@ -26,29 +26,37 @@ from crypto_trading.v1 import common_pb2 as crypto__trading_dot_v1_dot_common__p
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$crypto_trading/v1/orchestrator.proto\x12\x11\x63rypto_trading.v1\x1a\x1e\x63rypto_trading/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x12OrchestrateRequest\x12\x1a\n\x12recommendation_ids\x18\x01 \x03(\x03\x12\x12\n\nmax_trades\x18\x02 \x01(\x05\"\x91\x01\n\x15RecommendationOutcome\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".crypto_trading.v1.ExecutionStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x19\n\x11\x65xchange_order_id\x18\x04 \x01(\t\"\xfe\x02\n\x13OrchestrateResponse\x12:\n\x08\x65xecuted\x18\x01 \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcome\x12\x38\n\x06\x66\x61iled\x18\x02 \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcome\x12;\n\tcancelled\x18\x03 \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcome\x12\x11\n\tremaining\x18\x04 \x01(\x05\x12\x1c\n\x14\x65xecutor_unreachable\x18\x05 \x01(\x08\x12\x16\n\x0e\x65xecutor_error\x18\x06 \x01(\t\x12\x0e\n\x06halted\x18\x07 \x01(\x08\x12\x1c\n\x14window_capacity_left\x18\x08 \x01(\x05\x12=\n\x0bretry_later\x18\t \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcome\"l\n\x0bTradingHalt\x12\x0e\n\x06halted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x15SetTradingHaltRequest\x12\x0e\n\x06halted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"F\n\x16SetTradingHaltResponse\x12,\n\x04halt\x18\x01 \x01(\x0b\x32\x1e.crypto_trading.v1.TradingHalt\"\x17\n\x15GetTradingHaltRequest\"F\n\x16GetTradingHaltResponse\x12,\n\x04halt\x18\x01 \x01(\x0b\x32\x1e.crypto_trading.v1.TradingHalt2\xc6\x02\n\x18TradeOrchestratorService\x12\\\n\x0bOrchestrate\x12%.crypto_trading.v1.OrchestrateRequest\x1a&.crypto_trading.v1.OrchestrateResponse\x12\x65\n\x0eSetTradingHalt\x12(.crypto_trading.v1.SetTradingHaltRequest\x1a).crypto_trading.v1.SetTradingHaltResponse\x12\x65\n\x0eGetTradingHalt\x12(.crypto_trading.v1.GetTradingHaltRequest\x1a).crypto_trading.v1.GetTradingHaltResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$crypto_trading/v1/orchestrator.proto\x12\x11\x63rypto_trading.v1\x1a\x1e\x63rypto_trading/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x12OrchestrateRequest\x12\x1a\n\x12recommendation_ids\x18\x01 \x03(\x03\x12\x12\n\nmax_trades\x18\x02 \x01(\x05\"\x91\x01\n\x15RecommendationOutcome\x12\x19\n\x11recommendation_id\x18\x01 \x01(\x03\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".crypto_trading.v1.ExecutionStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x19\n\x11\x65xchange_order_id\x18\x04 \x01(\t\"\xca\x03\n\x13OrchestrateResponse\x12>\n\x08\x65xecuted\x18\x01 \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcomeB\x02\x18\x01\x12<\n\x06\x66\x61iled\x18\x02 \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcomeB\x02\x18\x01\x12?\n\tcancelled\x18\x03 \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcomeB\x02\x18\x01\x12\x11\n\tremaining\x18\x04 \x01(\x05\x12\x1c\n\x14\x65xecutor_unreachable\x18\x05 \x01(\x08\x12\x16\n\x0e\x65xecutor_error\x18\x06 \x01(\t\x12\x0e\n\x06halted\x18\x07 \x01(\x08\x12\x1c\n\x14window_capacity_left\x18\x08 \x01(\x05\x12\x41\n\x0bretry_later\x18\t \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcomeB\x02\x18\x01\x12:\n\x08outcomes\x18\n \x03(\x0b\x32(.crypto_trading.v1.RecommendationOutcome\"l\n\x0bTradingHalt\x12\x0e\n\x06halted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x15SetTradingHaltRequest\x12\x0e\n\x06halted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"F\n\x16SetTradingHaltResponse\x12,\n\x04halt\x18\x01 \x01(\x0b\x32\x1e.crypto_trading.v1.TradingHalt\"\x17\n\x15GetTradingHaltRequest\"F\n\x16GetTradingHaltResponse\x12,\n\x04halt\x18\x01 \x01(\x0b\x32\x1e.crypto_trading.v1.TradingHalt2\xc6\x02\n\x18TradeOrchestratorService\x12\\\n\x0bOrchestrate\x12%.crypto_trading.v1.OrchestrateRequest\x1a&.crypto_trading.v1.OrchestrateResponse\x12\x65\n\x0eSetTradingHalt\x12(.crypto_trading.v1.SetTradingHaltRequest\x1a).crypto_trading.v1.SetTradingHaltResponse\x12\x65\n\x0eGetTradingHalt\x12(.crypto_trading.v1.GetTradingHaltRequest\x1a).crypto_trading.v1.GetTradingHaltResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crypto_trading.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['executed']._loaded_options = None
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['executed']._serialized_options = b'\030\001'
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['failed']._loaded_options = None
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['failed']._serialized_options = b'\030\001'
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['cancelled']._loaded_options = None
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['cancelled']._serialized_options = b'\030\001'
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['retry_later']._loaded_options = None
+  _globals['_ORCHESTRATERESPONSE'].fields_by_name['retry_later']._serialized_options = b'\030\001'
   _globals['_ORCHESTRATEREQUEST']._serialized_start=124
   _globals['_ORCHESTRATEREQUEST']._serialized_end=192
   _globals['_RECOMMENDATIONOUTCOME']._serialized_start=195
   _globals['_RECOMMENDATIONOUTCOME']._serialized_end=340
   _globals['_ORCHESTRATERESPONSE']._serialized_start=343
-  _globals['_ORCHESTRATERESPONSE']._serialized_end=725
-  _globals['_TRADINGHALT']._serialized_start=727
-  _globals['_TRADINGHALT']._serialized_end=835
-  _globals['_SETTRADINGHALTREQUEST']._serialized_start=837
-  _globals['_SETTRADINGHALTREQUEST']._serialized_end=907
-  _globals['_SETTRADINGHALTRESPONSE']._serialized_start=909
-  _globals['_SETTRADINGHALTRESPONSE']._serialized_end=979
-  _globals['_GETTRADINGHALTREQUEST']._serialized_start=981
-  _globals['_GETTRADINGHALTREQUEST']._serialized_end=1004
-  _globals['_GETTRADINGHALTRESPONSE']._serialized_start=1006
-  _globals['_GETTRADINGHALTRESPONSE']._serialized_end=1076
-  _globals['_TRADEORCHESTRATORSERVICE']._serialized_start=1079
-  _globals['_TRADEORCHESTRATORSERVICE']._serialized_end=1405
+  _globals['_ORCHESTRATERESPONSE']._serialized_end=801
+  _globals['_TRADINGHALT']._serialized_start=803
+  _globals['_TRADINGHALT']._serialized_end=911
+  _globals['_SETTRADINGHALTREQUEST']._serialized_start=913
+  _globals['_SETTRADINGHALTREQUEST']._serialized_end=983
+  _globals['_SETTRADINGHALTRESPONSE']._serialized_start=985
+  _globals['_SETTRADINGHALTRESPONSE']._serialized_end=1055
+  _globals['_GETTRADINGHALTREQUEST']._serialized_start=1057
+  _globals['_GETTRADINGHALTREQUEST']._serialized_end=1080
+  _globals['_GETTRADINGHALTRESPONSE']._serialized_start=1082
+  _globals['_GETTRADINGHALTRESPONSE']._serialized_end=1152
+  _globals['_TRADEORCHESTRATORSERVICE']._serialized_start=1155
+  _globals['_TRADEORCHESTRATORSERVICE']._serialized_end=1481
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -90,6 +95,7 @@ class OrchestrateResponse(_message.Message):
     HALTED_FIELD_NUMBER: _builtins.int
     WINDOW_CAPACITY_LEFT_FIELD_NUMBER: _builtins.int
     RETRY_LATER_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
     remaining: _builtins.int
     """Pending recommendations inside the window left for a later cycle."""
     executor_unreachable: _builtins.bool
@@ -101,14 +107,30 @@ class OrchestrateResponse(_message.Message):
     window_capacity_left: _builtins.int
     """Executions still allowed in the current rolling window after this cycle."""
     @_builtins.property
-    def executed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]: ...
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def executed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]:
+        """Deprecated and no longer filled: every outcome is in outcomes, once, with its status."""
+
     @_builtins.property
-    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]: ...
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]:
+        """Deprecated and no longer filled: see outcomes."""
+
     @_builtins.property
-    def cancelled(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]: ...
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def cancelled(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]:
+        """Deprecated and no longer filled: see outcomes."""
+
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def retry_later(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]:
-        """Recommendations left PENDING after a transient executor problem (retried later)."""
+        """Deprecated and no longer filled: see outcomes (status PENDING)."""
+
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendationOutcome]:
+        """What this cycle did, one entry per recommendation: EXECUTED, FAILED, CANCELLED, or PENDING when a transient
+        executor problem left it for a later cycle (reason says why).
+        """
 
     def __init__(
         self,
@@ -122,10 +144,11 @@ class OrchestrateResponse(_message.Message):
         halted: _builtins.bool = ...,
         window_capacity_left: _builtins.int = ...,
         retry_later: _abc.Iterable[Global___RecommendationOutcome] | None = ...,
+        outcomes: _abc.Iterable[Global___RecommendationOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "executed", b"executed", "executor_error", b"executor_error", "executor_unreachable", b"executor_unreachable", "failed", b"failed", "halted", b"halted", "remaining", b"remaining", "retry_later", b"retry_later", "window_capacity_left", b"window_capacity_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "executed", b"executed", "executor_error", b"executor_error", "executor_unreachable", b"executor_unreachable", "failed", b"failed", "halted", b"halted", "outcomes", b"outcomes", "remaining", b"remaining", "retry_later", b"retry_later", "window_capacity_left", b"window_capacity_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

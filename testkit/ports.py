@@ -1,4 +1,4 @@
-"""Free TCP ports for tests that start real processes."""
+"""Free TCP ports on 127.0.0.1 for servers started by tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 
 
 def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free a moment ago (all bound at once, so never the same one twice)."""
     sockets = []
     try:
         for _ in range(count):
@@ -16,3 +17,12 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port() -> int:
+    (port,) = free_ports(1)
+    return port
+
+
+def address(port: int) -> str:
+    return f"127.0.0.1:{port}"

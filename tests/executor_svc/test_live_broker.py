@@ -1,0 +1,205 @@
+"""LiveBroker with a fake exchange client (no HTTP, no sleeping): order sizing and rounding, refusals before
+anything is sent, read-back of fills, and which exchange problem leaves the recommendation FAILED or PENDING."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from common.lifecycle import OrderSide, OrderStatus
+from executor_svc.coinbase_client import (
+    ExchangeAuthError,
+    ExchangeError,
+    ExchangeRequestError,
+    ExchangeResponseError,
+    OrderAck,
+    OrderState,
+    ProductRules,
+    TransientExchangeError,
+)
+from executor_svc.domain import OrderOutcome, OrderRequest
+from executor_svc.live_broker import LiveBroker
+
+RULES = ProductRules(base_increment=Decimal("0.0001"), base_min_size=Decimal("0.001"), quote_min_size=Decimal("1"))
+
+
+def filled(order_id: str = "ord-1", size: str = "0.0011") -> OrderState:
+    return OrderState(order_id, "FILLED", Decimal(size), Decimal("90000"), Decimal("0.59"))
+
+
+class FakeClient:
+    """Answers like CoinbaseClient; a problem can be planted per method (raised on its next call)."""
+
+    def __init__(self, *, balance: str = "10", states: list[OrderState] | None = None) -> None:
+        self.balance = Decimal(balance)
+        self.states = states if states is not None else [filled()]
+        self.ack = OrderAck(True, "ord-1", "", "")
+        self.problems: dict[str, ExchangeError] = {}
+        self.calls: list[str] = []
+        self.orders: list[tuple[str, str, str, Decimal | None, Decimal | None]] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        problem = self.problems.pop(name, None)
+        if problem is not None:
+            raise problem
+
+    async def product(self, product_id: str) -> ProductRules:
+        self._call("product")
+        return RULES
+
+    async def available_balance(self, currency: str) -> Decimal:
+        self._call(f"balance:{currency}")
+        return self.balance
+
+    async def create_market_order(
+        self, client_order_id: str, product_id: str, side: str, *, quote_size: Decimal | None, base_size: Decimal | None
+    ) -> OrderAck:
+        self._call("order")
+        self.orders.append((client_order_id, product_id, side, quote_size, base_size))
+        return self.ack
+
+    async def get_order(self, order_id: str) -> OrderState:
+        self._call("get_order")
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+def buy(usd: str = "100.129") -> OrderRequest:
+    return OrderRequest(7, "cid-7", "BTC-USD", OrderSide.BUY, quote_size=Decimal(usd), base_size=Decimal(0))
+
+
+def sell(units: str = "0.123456") -> OrderRequest:
+    return OrderRequest(8, "cid-8", "ETH-USD", OrderSide.SELL, quote_size=Decimal(0), base_size=Decimal(units))
+
+
+def broker(client: FakeClient, sleeps: Sleeps | None = None) -> LiveBroker:
+    return LiveBroker(client, sleep=sleeps or Sleeps(), poll_interval=0.2, max_polls=3)
+
+
+async def test_buy_spends_whole_cents_and_reads_the_fill_back() -> None:
+    client = FakeClient()
+    outcome = await broker(client).execute(buy())
+    assert client.orders == [("cid-7", "BTC-USD", "BUY", Decimal("100.12"), None)]  # rounded down to the cent
+    assert outcome == OrderOutcome(
+        OrderStatus.EXECUTED,
+        exchange_order_id="ord-1",
+        filled_size=Decimal("0.0011"),
+        average_price=Decimal("90000"),
+        fees=Decimal("0.59"),
+    )
+    assert client.calls == ["product", "order", "get_order"]  # a BUY needs no balance check
+
+
+async def test_sell_rounds_down_to_the_increment_and_checks_the_balance_first() -> None:
+    client = FakeClient(balance="0.2")
+    outcome = await broker(client).execute(sell())
+    assert client.orders == [("cid-8", "ETH-USD", "SELL", None, Decimal("0.1234"))]
+    assert client.calls == ["product", "balance:ETH", "order", "get_order"]
+    assert outcome.status == "EXECUTED"
+
+
+@pytest.mark.parametrize(
+    ("order", "code"),
+    [
+        (buy("0.999"), "BELOW_MIN_SIZE"),  # 0.99 < quote_min_size 1
+        (buy("0"), "BELOW_MIN_SIZE"),
+        (sell("0.00099"), "BELOW_MIN_SIZE"),  # rounds to 0.0009 < base_min_size 0.001
+        (sell("5"), "INSUFFICIENT_FUND"),  # 5 to sell, 1 available
+    ],
+)
+async def test_refusals_place_no_order(order: OrderRequest, code: str) -> None:
+    client = FakeClient(balance="1")
+    outcome = await broker(client).execute(order)
+    assert (outcome.status, outcome.error_code) == ("FAILED", code)
+    assert client.orders == []
+    if code == "INSUFFICIENT_FUND":
+        assert "no order placed" in outcome.error_message
+
+
+async def test_a_rejected_order_fails_with_the_exchange_reason() -> None:
+    client = FakeClient()
+    client.ack = OrderAck(False, "", "INVALID_SIZE_PRECISION", "too precise")
+    outcome = await broker(client).execute(buy())
+    assert outcome == OrderOutcome(
+        OrderStatus.FAILED, error_code="INVALID_SIZE_PRECISION", error_message="INVALID_SIZE_PRECISION: too precise"
+    )
+    assert "get_order" not in client.calls
+
+
+async def test_an_open_order_is_polled_with_the_injected_sleep_until_filled() -> None:
+    open_state = OrderState("ord-1", "OPEN", Decimal(0), Decimal(0), Decimal(0))
+    client = FakeClient(states=[open_state, open_state, filled()])
+    sleeps = Sleeps()
+    outcome = await broker(client, sleeps).execute(buy())
+    assert outcome.status == "EXECUTED"
+    assert sleeps.seconds == [0.2, 0.2]
+    assert client.calls.count("get_order") == 3
+
+
+async def test_an_order_still_open_after_the_polls_stays_pending_with_its_exchange_id() -> None:
+    client = FakeClient(states=[OrderState("ord-1", "QUEUED", Decimal(0), Decimal(0), Decimal(0))])
+    sleeps = Sleeps()
+    outcome = await broker(client, sleeps).execute(buy())
+    assert (outcome.status, outcome.error_code, outcome.exchange_order_id) == ("PENDING", "OPEN", "ord-1")
+    assert len(sleeps.seconds) == 3  # max_polls
+
+
+async def test_an_order_that_ended_without_fills_fails() -> None:
+    client = FakeClient(states=[OrderState("ord-1", "CANCELLED", Decimal(0), Decimal(0), Decimal(0))])
+    outcome = await broker(client).execute(buy())
+    assert (outcome.status, outcome.error_code, outcome.exchange_order_id) == ("FAILED", "CANCELLED", "ord-1")
+
+
+@pytest.mark.parametrize(
+    ("step", "problem", "status", "code", "order_id"),
+    [
+        # Before anything is sent: only a transient problem is worth retrying.
+        ("product", TransientExchangeError("HTTP 429 after 5 attempts"), "PENDING", "TRANSIENT", ""),
+        ("product", ExchangeAuthError("HTTP 401"), "FAILED", "UNAUTHORIZED", ""),
+        ("product", ExchangeRequestError("HTTP 404"), "FAILED", "REQUEST_REJECTED", ""),
+        ("product", ExchangeResponseError("malformed answer"), "FAILED", "BAD_RESPONSE", ""),
+        # Sending: the exchange may hold the order unless it answered 4xx.
+        ("order", TransientExchangeError("ReadTimeout after 5 attempts"), "PENDING", "TRANSIENT", ""),
+        ("order", ExchangeResponseError("body is not JSON"), "PENDING", "BAD_RESPONSE", ""),
+        ("order", ExchangeAuthError("HTTP 401"), "FAILED", "UNAUTHORIZED", ""),
+        ("order", ExchangeRequestError("HTTP 400"), "FAILED", "REQUEST_REJECTED", ""),
+        # Reading back an accepted order: it exists, so never FAILED.
+        ("get_order", TransientExchangeError("HTTP 500 after 5 attempts"), "PENDING", "TRANSIENT", "ord-1"),
+        ("get_order", ExchangeResponseError("order.filled_size"), "PENDING", "BAD_RESPONSE", "ord-1"),
+        ("get_order", ExchangeRequestError("HTTP 404"), "PENDING", "REQUEST_REJECTED", "ord-1"),
+        ("get_order", ExchangeAuthError("HTTP 401"), "PENDING", "UNAUTHORIZED", "ord-1"),
+    ],
+)
+async def test_exchange_problems_by_step(
+    step: str, problem: ExchangeError, status: str, code: str, order_id: str
+) -> None:
+    client = FakeClient()
+    client.problems[step] = problem
+    outcome = await broker(client).execute(buy())
+    assert (outcome.status, outcome.error_code, outcome.exchange_order_id) == (status, code, order_id)
+    assert outcome.error_message == str(problem)
+    assert client.calls.count("order") == (0 if step == "product" else 1)
+
+
+async def test_refused_credentials_are_remembered_until_an_order_is_accepted() -> None:
+    client = FakeClient()
+    live = broker(client)
+    client.problems["product"] = ExchangeAuthError("Coinbase refused the credentials (HTTP 401)")
+    await live.execute(buy())
+    assert live.auth_failed == "Coinbase refused the credentials (HTTP 401)"
+    assert (await live.execute(buy())).status == "EXECUTED"
+    assert live.auth_failed is None
+
+
+async def test_the_ledger_argument_is_accepted_and_ignored() -> None:
+    outcome = await broker(FakeClient()).execute(buy(), object())
+    assert outcome.status == "EXECUTED"
