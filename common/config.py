@@ -94,7 +94,10 @@ class Settings(BaseSettings):
     orchestrator_pending_window_seconds: PositiveSeconds = 7200.0
     max_trades_per_window: Annotated[int, Field(ge=1, le=1_000_000)] = 3
     trade_cap_window_seconds: PositiveSeconds = 30.0
-    claim_ttl_seconds: PositiveSeconds = 60.0
+    # A claim is a lease renewed every quarter of this while its stream is in flight: a dead replica's claims
+    # free up within this many seconds.
+    claim_ttl_seconds: PositiveSeconds = 8.0
+    # The stream's deadline in paper mode; live mode adds the Coinbase attempt budget (executor_deadline_seconds).
     executor_timeout_seconds: PositiveSeconds = 15.0
     orchestrator_max_ids: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
@@ -105,6 +108,9 @@ class Settings(BaseSettings):
     coinbase_timeout_seconds: PositiveSeconds = 10.0
     coinbase_max_retries: Annotated[int, Field(ge=0, le=20)] = 4
     coinbase_backoff_seconds: Annotated[float, Field(ge=0.0, le=60.0)] = 0.5
+    # Live only: how often the executor compares the exchange's recent orders with its records, over how long.
+    reconcile_interval_seconds: PositiveSeconds = 300.0
+    reconcile_lookback_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 48
     paper_slippage_bps: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal("5")
     paper_taker_fee_rate: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.006")
     paper_starting_cash_usd: Annotated[Decimal, Field(ge=0)] = Decimal("10000")
@@ -156,6 +162,32 @@ class Settings(BaseSettings):
     @property
     def is_mysql(self) -> bool:
         return self.database_url.startswith("mysql")
+
+
+# The longest wait between two attempts of a Coinbase request (common.http_retry.RetryPolicy.max_backoff).
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def coinbase_attempt_budget_seconds(settings: Settings) -> float:
+    """The worst case of one Coinbase request in the executor: every attempt (1 + COINBASE_MAX_RETRIES) runs into
+    COINBASE_TIMEOUT_SECONDS, with the longest backoff between them (x1.5 jitter, each at most 30 s). 61.25 s with
+    the defaults (5 x 10 s + 0.75 + 1.5 + 3 + 6 s). The one place this is computed: the orchestrator's stream
+    deadline and the executor's lease on a live order are built on it."""
+    attempts = settings.coinbase_max_retries + 1
+    waits = sum(
+        min(MAX_BACKOFF_SECONDS, settings.coinbase_backoff_seconds * 2.0**retry * 1.5) for retry in range(attempts - 1)
+    )
+    return attempts * settings.coinbase_timeout_seconds + waits
+
+
+def executor_deadline_seconds(settings: Settings) -> float:
+    """The orchestrator's deadline for one stream to the executor: EXECUTOR_TIMEOUT_SECONDS in paper mode (15 s);
+    in live mode the executor's Coinbase attempt budget on top (76.25 s with the defaults), so a slow exchange is
+    waited for rather than reported as an unreachable executor. (The executor finishes and records an order even
+    when its caller has gone; the deadline only decides whether this cycle hears the outcome.)"""
+    if settings.execution_mode == "live":
+        return settings.executor_timeout_seconds + coinbase_attempt_budget_seconds(settings)
+    return settings.executor_timeout_seconds
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

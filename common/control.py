@@ -22,6 +22,7 @@ class ControlKey(StrEnum):
     REPLAY_CLOCK = "replay_clock"  # replay mode: the market time (ISO) of the last released candle's close
     REPLAY_PROGRESS = "replay_progress"  # replay mode: "released/total" candles
     INSTALLATION_ID = "installation_id"  # created once with the database; client_order_ids derive from it
+    RECONCILIATION = "reconciliation"  # JSON: the live executor's last comparison of the exchange's orders
 
 
 @dataclass(frozen=True)

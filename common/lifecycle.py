@@ -217,6 +217,16 @@ def claim(orchestrator_id: str, until: datetime) -> Update:
     )
 
 
+def renew_claims(orchestrator_id: str, until: datetime) -> Update:
+    """Extend this replica's claims on recommendations still PENDING to ``until`` (a claim is a lease, renewed
+    while its stream is in flight); never another replica's claim. Add ``.where(id.in_(...))``."""
+    return (
+        update(trade_recommendations)
+        .where(_r.claimed_by == orchestrator_id, _r.execution_status == ExecutionStatus.PENDING.value)
+        .values(claimed_until=until)
+    )
+
+
 def release_claims(orchestrator_id: str) -> Update:
     """Drop this replica's claims (never another replica's); add ``.where(id.in_(...))``."""
     return (

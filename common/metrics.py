@@ -47,6 +47,12 @@ EXCHANGE_ERRORS = Counter("cts_exchange_errors_total", "Exchange call errors by 
 SERVING_STATUS = Gauge(
     "cts_health_serving", "1 while the service's gRPC health is SERVING (readiness), else 0", ["service"]
 )
+EXCHANGE_UNKNOWN_ORDERS = Gauge(
+    "cts_exchange_unknown_orders", "Orders the exchange lists that the database does not know (last reconciliation)"
+)
+RECONCILIATION_MISMATCHES = Gauge(
+    "cts_reconciliation_mismatches", "Recorded outcomes the exchange contradicts (last reconciliation)"
+)
 TRADING_HALTED = Gauge("cts_trading_halted", "1 while the trading halt (kill switch) is on, as an orchestrator read it")
 
 HealthReport = Callable[[], Mapping[str, Any]]

@@ -3,9 +3,12 @@ database (SQLite or MySQL)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -136,6 +139,7 @@ class StatusSnapshot:
     latest_signals: list[SignalLine] = field(default_factory=list)
     cash_usd: Decimal | None = None
     trades_in_cap_window: int = 0
+    reconciliation: dict[str, Any] | None = None  # the live executor's last report (executor_svc.reconciliation)
 
     @property
     def profit_and_loss(self) -> Decimal | None:
@@ -245,6 +249,10 @@ async def read_snapshot(
     snap.trading_halted, snap.halt_reason = halt.halted, halt.reason
     snap.replay_clock = decode_replay_clock(await _control(conn, ControlKey.REPLAY_CLOCK))
     snap.replay_progress = _replay_progress(await _control(conn, ControlKey.REPLAY_PROGRESS))
+    report = await _control(conn, ControlKey.RECONCILIATION)
+    if report:
+        with contextlib.suppress(ValueError):
+            snap.reconciliation = json.loads(report)
     if cap_window_seconds is not None:
         since = (now or utc_now()) - timedelta(seconds=cap_window_seconds)
         dispatched = await conn.execute(select(func.count()).where(orchestrator_dispatches.c.dispatched_at >= since))

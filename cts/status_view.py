@@ -331,11 +331,30 @@ def render_dashboard(
     return Group(*top, *sections, footer)
 
 
+def reconciliation_line(snap: StatusSnapshot) -> Text | None:
+    """The live executor's last comparison with the exchange; None when there is none (paper trading)."""
+    report = snap.reconciliation
+    if not report:
+        return None
+    unknown, mismatches = int(report.get("unknown_count", 0)), int(report.get("mismatch_count", 0))
+    text = Text(
+        f"Reconciliation {report.get('checked_at', '?')}: {report.get('orders_seen', 0)} exchange order(s), "
+        f"{unknown} unknown, {mismatches} disagreeing, {report.get('unresolved', 0)} unfinished",
+        style="bold red" if unknown or mismatches else "green",
+    )
+    for line in [*report.get("unknown", []), *report.get("mismatches", [])]:
+        text.append(f"\n  {line}")
+    return text
+
+
 def render(snap: StatusSnapshot, health: Mapping[str, str] | None = None, *, tables: bool = False) -> RenderableType:
     """`cts status`: everything, unabridged."""
     parts: list[RenderableType] = []
     if health is not None:
         parts.append(health_table(health))
+    reconciliation = reconciliation_line(snap)
+    if reconciliation is not None:
+        parts.append(reconciliation)
     parts += [
         headline(snap),
         counts_table(snap),

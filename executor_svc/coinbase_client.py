@@ -10,9 +10,11 @@ credentials or tokens."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -30,7 +32,8 @@ from executor_svc.coinbase_auth import CoinbaseCredentials, CoinbaseJWTAuth
 
 log = logging.getLogger(__name__)
 ACCOUNTS_PAGE_SIZE = 250
-MAX_ACCOUNT_PAGES = 40
+ORDERS_PAGE_SIZE = 250
+MAX_PAGES = 40  # of one paged listing (accounts, orders)
 
 
 class ExchangeError(Exception):
@@ -69,6 +72,17 @@ class OrderState:
     filled_size: Decimal
     average_price: Decimal
     total_fees: Decimal
+
+
+@dataclass(frozen=True)
+class ListedOrder:
+    """An order as List Orders reports it: enough to match it to an execution and to record its outcome."""
+
+    order_id: str
+    client_order_id: str
+    product_id: str
+    side: str
+    state: OrderState
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,24 @@ class _OrderAnswer(ExchangeModel):
     order: _Order
 
 
+class _Listed(_Order):
+    client_order_id: str = ""
+    product_id: str
+    side: str
+
+
+class _Page(ExchangeModel):
+    has_next: bool = False
+    cursor: str = ""
+
+
+P = TypeVar("P", bound=_Page)
+
+
+class _OrdersAnswer(_Page):
+    orders: list[_Listed]
+
+
 class _Balance(ExchangeModel):
     value: NonNegativeDecimal
 
@@ -120,10 +152,8 @@ class _Account(ExchangeModel):
     available_balance: _Balance
 
 
-class _AccountsAnswer(ExchangeModel):
+class _AccountsAnswer(_Page):
     accounts: list[_Account]
-    has_next: bool = False
-    cursor: str = ""
 
 
 class _Product(ExchangeModel):
@@ -221,19 +251,48 @@ class CoinbaseClient:
             total_fees=order.total_fees,
         )
 
+    async def list_orders(self, *, since: datetime, product_id: str | None = None) -> list[ListedOrder]:
+        """Every order created since ``since`` (of one product, or all): GET /orders/historical/batch, every page."""
+        params: dict[str, Any] = {"start_date": since.astimezone(UTC).isoformat(), "limit": ORDERS_PAGE_SIZE}
+        if product_id:
+            params["product_ids"] = product_id
+        return [
+            ListedOrder(
+                o.order_id,
+                o.client_order_id,
+                o.product_id,
+                o.side,
+                OrderState(o.order_id, o.status, o.filled_size, o.average_filled_price, o.total_fees),
+            )
+            async for page in self._pages(_OrdersAnswer, "/orders/historical/batch", params, "orders")
+            for o in page.orders
+        ]
+
+    async def _pages(self, model: type[P], path: str, params: dict[str, Any], noun: str) -> AsyncIterator[P]:
+        """Every page of a cursor-paged GET (at most MAX_PAGES)."""
+        for _ in range(MAX_PAGES):
+            page = await self._request(model, "GET", path, params=params)
+            yield page
+            if not page.has_next:
+                return
+            if not page.cursor:
+                raise ExchangeResponseError(f"Coinbase GET {path}: malformed answer: has_next without a cursor")
+            params = {**params, "cursor": page.cursor}
+        raise ExchangeResponseError(f"Coinbase GET {path}: more than {MAX_PAGES} pages of {noun}")
+
+    async def find_order(self, client_order_id: str, product_id: str, since: datetime) -> OrderState | None:
+        """The order this client_order_id placed (List Orders of the product since ``since``), or None."""
+        for order in await self.list_orders(since=since, product_id=product_id):
+            if order.client_order_id == client_order_id:
+                return order.state
+        return None
+
     async def available_balance(self, currency: str) -> Decimal:
         """The available balance of ``currency`` over all accounts (every page of GET /accounts)."""
         total = Decimal(0)
-        params: dict[str, Any] = {"limit": ACCOUNTS_PAGE_SIZE}
-        for _ in range(MAX_ACCOUNT_PAGES):
-            page = await self._request(_AccountsAnswer, "GET", "/accounts", params=params)
+        async for page in self._pages(_AccountsAnswer, "/accounts", {"limit": ACCOUNTS_PAGE_SIZE}, "accounts"):
             total += sum((a.available_balance.value for a in page.accounts if a.currency == currency), Decimal(0))
-            if not page.has_next:
-                return total
-            if not page.cursor:
-                raise ExchangeResponseError("Coinbase GET /accounts: malformed answer: has_next without a cursor")
-            params = {"limit": ACCOUNTS_PAGE_SIZE, "cursor": page.cursor}
-        raise ExchangeResponseError(f"Coinbase GET /accounts: more than {MAX_ACCOUNT_PAGES} pages of accounts")
+        return total
 
     async def product(self, product_id: str) -> ProductRules:
         product = await self._request(_Product, "GET", f"/products/{product_id}")

@@ -22,6 +22,7 @@ class Recommendation:
     status_reason: str
     # Mock data: the recommendation or its signal has is_mock set (replayed candles, a paper execution).
     is_mock: bool = False
+    created_at: datetime | None = None
 
     @property
     def side(self) -> OrderSide | None:
@@ -67,6 +68,7 @@ class ExecutionRecord:
     error_code: str
     error_message: str
     completed_at: datetime | None
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)

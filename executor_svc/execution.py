@@ -30,20 +30,25 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from common.clock import Clock
 from common.errors import DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from common.lifecycle import FINAL_ORDER, ExecutionMode, ExecutionStatus, OrderSide, OrderStatus
-from common.metrics import EXECUTIONS
+from common.metrics import EXCHANGE_UNKNOWN_ORDERS, EXECUTIONS, RECONCILIATION_MISMATCHES
 from common.tables import MAX_ROW_ID
 from executor_svc.client_order_id import client_order_id
 from executor_svc.domain import ExecutionRecord, ExecutionResult, OrderOutcome, OrderRequest, Recommendation
 from executor_svc.group_commit import GroupCommit
+from executor_svc.reconciliation import ReconciliationReport, compare
+
+if TYPE_CHECKING:
+    from executor_svc.coinbase_client import ListedOrder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LEASE_POLL_SECONDS = 0.05
+LOOKUP_MARGIN = timedelta(minutes=5)  # List Orders from a little before the execution row was written (clock skew)
 # A recommendation in one of these states gets no new order: its recorded result is returned.
 NO_NEW_ORDER = frozenset({ExecutionStatus.EXECUTED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
 
@@ -52,6 +57,10 @@ class Broker(Protocol):
     mode: ExecutionMode
 
     async def execute(self, order: OrderRequest, ledger: Any) -> OrderOutcome: ...
+
+    async def lookup(self, order: OrderRequest, since: datetime) -> OrderOutcome:
+        """Resolve an order that may have reached the exchange without placing it (live only)."""
+        ...
 
 
 class PaperBatch(Protocol):
@@ -89,6 +98,12 @@ class ExecutorStore(Protocol):
     ) -> None: ...
     async def complete_live(self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime) -> bool: ...
     async def settle(self, work: Callable[[Any], Awaitable[T]]) -> T: ...
+    async def live_executions_since(self, since: datetime) -> dict[str, ExecutionRecord]: ...
+    async def save_reconciliation(self, report: str, now: datetime) -> None: ...
+
+
+class OrderLister(Protocol):
+    async def list_orders(self, *, since: datetime, product_id: str | None = None) -> list[ListedOrder]: ...
 
 
 def result_from_record(record: ExecutionRecord, replayed: bool) -> ExecutionResult:
@@ -128,12 +143,16 @@ class Executor:
         max_batch: int = 256,
         lease: timedelta = timedelta(seconds=120),
         wait_for_other: float = 10.0,
+        order_window: timedelta | None = None,
     ) -> None:
         self.repository = repository
         self.broker = broker
         self.clock = clock
         self.lease = lease  # longer than the broker's worst case for one order (all retries included)
         self.wait_for_other = wait_for_other  # how long a call waits for another executor's outcome
+        # A recommendation may be executed within this long of its creation (the orchestrator's window); after it,
+        # an order that may have reached the exchange is looked up by its client_order_id, never placed again.
+        self.order_window = order_window
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._installation_id: str | None = None
@@ -146,7 +165,9 @@ class Executor:
         if not 0 < recommendation_id <= MAX_ROW_ID:
             raise InvalidArgumentError(f"recommendation_id must be between 1 and {MAX_ROW_ID}")
 
-    async def process(self, recommendation_id: int, *, take_over: bool = False) -> ExecutionResult:
+    async def process(
+        self, recommendation_id: int, *, take_over: bool = False, wait_for_other: bool = True
+    ) -> ExecutionResult:
         """Execute one recommendation (exactly once). ``take_over``: start-up recovery, whose live leases belong
         to a process that died (or to a replica: both then send the same client_order_id, one order)."""
         self.validate_id(recommendation_id)
@@ -157,7 +178,7 @@ class Executor:
         lock = self._locks[recommendation_id]
         try:
             async with lock:
-                return await self._process_live(recommendation_id, take_over)
+                return await self._process_live(recommendation_id, take_over, wait_for_other)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(recommendation_id, None)
@@ -170,7 +191,9 @@ class Executor:
             raise NotFoundError(f"recommendation {recommendation_id} does not exist")
         if record is not None and record.status in FINAL_ORDER:
             return result_from_record(record, replayed=True)
-        if rec.status in NO_NEW_ORDER:
+        # A live order in flight (its execution row unfinished) is resolved even after an expiry cancelled it.
+        in_flight = record is not None and record.mode == ExecutionMode.LIVE
+        if rec.status in NO_NEW_ORDER and not (in_flight and rec.status == ExecutionStatus.CANCELLED):
             return ExecutionResult(
                 recommendation_id=rec.id,
                 status=rec.status,
@@ -239,7 +262,7 @@ class Executor:
             self._report(rec, order, outcome)
         return outcomes
 
-    async def _process_live(self, recommendation_id: int, take_over: bool) -> ExecutionResult:
+    async def _process_live(self, recommendation_id: int, take_over: bool, wait_for_other: bool) -> ExecutionResult:
         rec = await self.repository.recommendation(recommendation_id)
         record = await self.repository.execution(recommendation_id)
         prepared = self._prepare(recommendation_id, rec, record)
@@ -252,7 +275,7 @@ class Executor:
             await self.repository.create_execution(rec, order.client_order_id, self.broker.mode, now)
         if not await self.repository.take_lease(rec.id, self.identity, now + self.lease, now, take_over=take_over):
             # Another executor (a replica) is sending it: wait a little for its outcome, holding nothing.
-            for _ in range(int(self.wait_for_other / LEASE_POLL_SECONDS)):
+            for _ in range(int(self.wait_for_other / LEASE_POLL_SECONDS) if wait_for_other else 0):
                 latest = await self.repository.execution(rec.id)
                 if latest is not None and latest.status in FINAL_ORDER:
                     return result_from_record(latest, replayed=True)
@@ -267,7 +290,12 @@ class Executor:
                 error_reason="another executor is sending this order; its outcome will be recorded",
             )
         # The lease is ours: no transaction is open while the exchange answers.
-        outcome = await self.broker.execute(order, None)
+        if record is not None and self._past_window(rec, now):
+            # It may have reached the exchange, and its window is over: find it, never place it now.
+            since = (record.created_at or now) - LOOKUP_MARGIN
+            outcome = await self.broker.lookup(order, since)
+        else:
+            outcome = await self.broker.execute(order, None)
         now = self.clock()
         if outcome.status == OrderStatus.PENDING:
             await self.repository.record_attempt(rec.id, self.identity, outcome, now)
@@ -277,6 +305,12 @@ class Executor:
             return result_from_record(latest, replayed=True)
         self._report(rec, order, outcome)
         return self._result(rec, order, outcome, now)
+
+    def _past_window(self, rec: Recommendation, now: datetime) -> bool:
+        """The recommendation is older than the window in which it may be executed (or was cancelled for that)."""
+        if rec.status == ExecutionStatus.CANCELLED:
+            return True
+        return self.order_window is not None and rec.created_at is not None and rec.created_at < now - self.order_window
 
     def _result(self, rec: Recommendation, order: OrderRequest, outcome: OrderOutcome, now: Any) -> ExecutionResult:
         return ExecutionResult(
@@ -331,13 +365,46 @@ class Executor:
         if rec.side == OrderSide.SELL and (rec.amount_crypto is None or rec.amount_crypto <= 0):
             raise FailedPreconditionError(f"recommendation {rec.id} is a SELL with a non-positive amount_crypto")
 
-    async def recover(self) -> int:
-        """Resolve executions a crash left unfinished (same client_order_id, never a new one)."""
-        resolved = 0
+    async def reconcile(self, exchange: OrderLister, lookback: timedelta) -> ReconciliationReport:
+        """Compare the exchange's orders of the last ``lookback`` with the live executions, resolve what is
+        unfinished, report what the database does not know or the exchange contradicts (executor_svc.reconciliation)."""
+        now = self.clock()
+        since = now - lookback
+        orders = await exchange.list_orders(since=since)
+        executions = await self.repository.live_executions_since(since - LOOKUP_MARGIN)
+        report = compare(orders, executions, now)
+        report.resolved, report.unresolved = await self.recover(take_over=False)
+        EXCHANGE_UNKNOWN_ORDERS.set(len(report.unknown))
+        RECONCILIATION_MISMATCHES.set(len(report.mismatches))
+        for line in report.unknown:
+            log.warning("Reconciliation: an order the database does not know: %s", line)
+        for line in report.mismatches:
+            log.warning("Reconciliation: the exchange disagrees: %s", line)
+        log.info(
+            "Reconciliation: %d order(s) listed, %d unknown, %d disagreeing, %d resolved, %d still unfinished",
+            report.orders_seen,
+            len(report.unknown),
+            len(report.mismatches),
+            report.resolved,
+            report.unresolved,
+        )
+        await self.repository.save_reconciliation(report.to_json(), now)
+        return report
+
+    async def recover(self, *, take_over: bool = True) -> tuple[int, int]:
+        """Resolve executions left unfinished (a crash, an exchange that was slow or down): follow or re-send the
+        same client_order_id, never a new one; past its window an order is only looked up. Returns (resolved,
+        still unfinished): only what really ended is counted as resolved."""
+        resolved = unresolved = 0
         for recommendation_id in await self.repository.unfinished():
             try:
-                await self.process(recommendation_id, take_over=True)
-                resolved += 1
+                result = await self.process(recommendation_id, take_over=take_over, wait_for_other=False)
             except Exception:
                 log.exception("could not resolve unfinished execution of recommendation %d", recommendation_id)
-        return resolved
+                unresolved += 1
+                continue
+            if result.status == ExecutionStatus.PENDING:
+                unresolved += 1
+            else:
+                resolved += 1
+        return resolved, unresolved

@@ -1,12 +1,16 @@
 """Live trading on Coinbase Advanced Trade: market IOC orders, quote_size for BUY and base_size (rounded down to
 the product's base_increment) for SELL, then the order is read back for fills and fees. Never falls back to
-paper: a problem is FAILED, or PENDING when it is transient or when the order may exist on the exchange.
+paper: a problem is FAILED, or PENDING when it is transient, when the credentials were refused or when the order
+may exist on the exchange.
 
 Which problem gives which outcome depends on how far the order got:
-- before it is sent (product rules, balance): transient -> PENDING; refused credentials, a rejected request or an
-  unreadable answer -> FAILED (nothing was placed);
+- refused credentials (401/403) at any step -> PENDING: the exchange refused the request, so nothing was placed,
+  and the problem is the executor's key, not the trade. ``auth_failed`` turns the executor's readiness
+  NOT_SERVING; once the key is fixed the same recommendation goes through (same client_order_id, one order);
+- before it is sent (product rules, balance): transient -> PENDING; a rejected request or an unreadable answer ->
+  FAILED (nothing was placed);
 - sending it: transient or unreadable answer -> PENDING (the exchange may hold it; a retry with the same
-  client_order_id finds it); refused credentials or a rejected request (4xx: not placed) -> FAILED;
+  client_order_id finds it); a rejected request (another 4xx: not placed) -> FAILED;
 - reading back an accepted order: any problem -> PENDING with the exchange order id (the order exists).
 The client is anything with the CoinbaseClient methods used here (tests pass a fake); the wait between reads of a
 still-open order is injectable."""
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Protocol
 
@@ -44,6 +49,7 @@ class ExchangeClient(Protocol):
         self, client_order_id: str, product_id: str, side: str, *, quote_size: Decimal | None, base_size: Decimal | None
     ) -> OrderAck: ...
     async def get_order(self, order_id: str) -> OrderState: ...
+    async def find_order(self, client_order_id: str, product_id: str, since: datetime) -> OrderState | None: ...
 
 
 def _error_code(exc: ExchangeError) -> str:
@@ -78,7 +84,7 @@ class LiveBroker:
         try:
             sizes = await self._sizes(order)
         except ExchangeError as exc:
-            retry = isinstance(exc, TransientExchangeError)
+            retry = isinstance(exc, TransientExchangeError | ExchangeAuthError)
             return self._problem(exc, OrderStatus.PENDING if retry else OrderStatus.FAILED, "")
         if isinstance(sizes, OrderOutcome):
             return sizes
@@ -88,7 +94,8 @@ class LiveBroker:
                 order.client_order_id, order.symbol, order.side, quote_size=quote_size, base_size=base_size
             )
         except ExchangeError as exc:
-            refused = isinstance(exc, ExchangeAuthError | ExchangeRequestError)
+            # Another 4xx: the request itself was refused, nothing placed, and sending it again changes nothing.
+            refused = isinstance(exc, ExchangeRequestError)
             return self._problem(exc, OrderStatus.FAILED if refused else OrderStatus.PENDING, "")
         if not ack.success:
             return OrderOutcome(
@@ -100,13 +107,35 @@ class LiveBroker:
         except ExchangeError as exc:
             return self._problem(exc, OrderStatus.PENDING, ack.order_id)
 
+    async def lookup(self, order: OrderRequest, since: datetime) -> OrderOutcome:
+        """Resolve an order that may or may not have reached the exchange, without placing it: find it by its
+        client_order_id (List Orders of its product since ``since``) and follow it; not there: CANCELLED (it was
+        never placed). A problem asking is PENDING (asked again later)."""
+        try:
+            state = await self.client.find_order(order.client_order_id, order.symbol, since)
+            if state is None:
+                return OrderOutcome(
+                    OrderStatus.CANCELLED,
+                    error_code="NOT_FOUND",
+                    error_message=(
+                        f"no order with client_order_id {order.client_order_id} at the exchange since "
+                        f"{since.isoformat(timespec='seconds')}: never placed, and not placed after its window"
+                    ),
+                )
+            return await self._read_back(state.order_id)
+        except ExchangeError as exc:
+            return self._problem(exc, OrderStatus.PENDING, "")
+
     def _problem(self, exc: ExchangeError, status: OrderStatus, exchange_order_id: str) -> OrderOutcome:
+        message = str(exc)
         if isinstance(exc, ExchangeAuthError):
-            self.auth_failed = str(exc)
+            self.auth_failed = message
+            if not exchange_order_id:
+                message = f"{message}: no order placed; retryable once the Coinbase API key is fixed"
         if status == OrderStatus.PENDING and exchange_order_id:
             log.warning("order %s accepted but not read back: %s", exchange_order_id, exc)
         return OrderOutcome(
-            status, exchange_order_id=exchange_order_id, error_code=_error_code(exc), error_message=str(exc)
+            status, exchange_order_id=exchange_order_id, error_code=_error_code(exc), error_message=message
         )
 
     async def _sizes(self, order: OrderRequest) -> tuple[Decimal | None, Decimal | None] | OrderOutcome:

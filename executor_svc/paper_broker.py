@@ -4,6 +4,7 @@ paper holdings, BUY needs paper cash."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -38,6 +39,10 @@ class PaperBroker:
         self.granularity = granularity
         self.replay = replay
         self.clock = clock
+
+    async def lookup(self, order: OrderRequest, since: datetime) -> OrderOutcome:
+        """Paper orders settle in the transaction that decides them: none is ever left to look up."""
+        return OrderOutcome(OrderStatus.CANCELLED, error_code="NOT_FOUND", error_message="no paper order to look up")
 
     async def execute(self, order: OrderRequest, ledger: PaperLedger) -> OrderOutcome:
         now = self.clock()

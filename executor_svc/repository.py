@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common import lifecycle
 from common.candles import candle_seconds
-from common.control import ControlKey, decode_replay_clock, read_control
+from common.clock import as_utc
+from common.control import ControlKey, decode_replay_clock, read_control, write_control
 from common.database import is_lock_conflict
 from common.lifecycle import ExecutionMode, ExecutionStatus, OrderSide, OrderStatus, SignalType
 from common.sql import insert_ignore
@@ -47,6 +48,7 @@ def _recommendation(row: Any, signal_is_mock: bool = False) -> Recommendation:
         status=ExecutionStatus(row.execution_status or ExecutionStatus.PENDING),
         status_reason=row.status_reason or "",
         is_mock=bool(row.is_mock) or signal_is_mock,
+        created_at=as_utc(row.created_at) if row.created_at is not None else None,
     )
 
 
@@ -65,6 +67,7 @@ def _record(row: Any) -> ExecutionRecord:
         error_code=row.error_code or "",
         error_message=row.error_message or "",
         completed_at=row.completed_at,
+        created_at=as_utc(row.created_at) if row.created_at is not None else None,
     )
 
 
@@ -141,6 +144,18 @@ class ExecutorRepository:
                     "updated_at": now,
                 },
             )
+
+    async def live_executions_since(self, since: datetime) -> dict[str, ExecutionRecord]:
+        """Live executions created since ``since``, by client_order_id (reconciliation)."""
+        query = select(trade_executions).where(
+            _e.mode == ExecutionMode.LIVE.value, _e.created_at >= since.replace(tzinfo=None)
+        )
+        async with self.engine.connect() as conn:
+            return {row.client_order_id: _record(row) for row in await conn.execute(query)}
+
+    async def save_reconciliation(self, report: str, now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await write_control(conn, ControlKey.RECONCILIATION, report, "executor", now)
 
     async def take_lease(
         self, recommendation_id: int, owner: str, until: datetime, now: datetime, *, take_over: bool = False

@@ -11,10 +11,11 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
-from common.config import Settings
+from common.config import Settings, coinbase_attempt_budget_seconds
+from common.loops import run_periodically
 from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import executor_pb2, executor_pb2_grpc
-from executor_svc.execution import Executor
+from executor_svc.execution import Executor, OrderLister
 from executor_svc.paper_broker import PaperBroker
 from executor_svc.repository import ExecutorRepository
 from executor_svc.service import TradeExecutorServicer
@@ -29,6 +30,7 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
     readiness = []
     on_stop = []
     background = []
+    exchange: OrderLister | None = None
     if settings.execution_mode == "live":
         from executor_svc.coinbase_auth import load_credentials
         from executor_svc.coinbase_client import CoinbaseClient, ExchangeError
@@ -46,6 +48,7 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
             backoff=settings.coinbase_backoff_seconds,
         )
         live = LiveBroker(client)
+        exchange = client
         broker: LiveBroker | PaperBroker = live
         auth_state: dict[str, str | None] = {"problem": "Coinbase authentication not checked yet"}
         checked_at = [0.0]
@@ -61,9 +64,12 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
             checked_at[0] = time.monotonic()
 
         async def coinbase_ready() -> str | None:
-            if live.auth_failed:
+            stale = time.monotonic() - checked_at[0] > AUTH_CHECK_SECONDS
+            if live.auth_failed and not stale:
                 return f"Coinbase: {live.auth_failed}"
-            if time.monotonic() - checked_at[0] > AUTH_CHECK_SECONDS or auth_state["problem"]:
+            # A refused order is checked again every AUTH_CHECK_SECONDS: a fixed key (or a passing refusal on
+            # Coinbase's side) brings the executor back without a restart; an authenticated call clears it.
+            if stale or auth_state["problem"]:
                 await check_auth()
             return auth_state["problem"]
 
@@ -79,19 +85,44 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
             clock=utc_now,
         )
     # A live order's lease outlasts the client's worst case for one order: every attempt timing out, plus backoff.
-    attempts = settings.coinbase_max_retries + 1
-    backoff = settings.coinbase_backoff_seconds * 1.5 * (2**attempts - 1)  # jitter up to x1.5
-    worst_case = attempts * settings.coinbase_timeout_seconds + backoff
-    executor = Executor(repository, broker, utc_now, lease=timedelta(seconds=min(worst_case, 3600) + 30))
+    worst_case = coinbase_attempt_budget_seconds(settings)
+    executor = Executor(
+        repository,
+        broker,
+        utc_now,
+        lease=timedelta(seconds=min(worst_case, 3600) + 30),
+        order_window=timedelta(seconds=settings.orchestrator_pending_window_seconds),
+    )
     servicer = TradeExecutorServicer(executor)
+    on_stop.insert(0, lambda: servicer.drain(settings.shutdown_grace_seconds))  # before the Coinbase client closes
+
+    recovered = asyncio.Event()  # the reconciliation starts after the start-up recovery
 
     async def recover() -> None:
         await asyncio.sleep(0.5)
-        resolved = await executor.recover()
-        if resolved:
-            log.info("resolved %d execution(s) left unfinished by an earlier run", resolved)
+        try:
+            resolved, unresolved = await executor.recover()
+        finally:
+            recovered.set()
+        if resolved or unresolved:
+            log.info(
+                "start-up: resolved %d execution(s) left unfinished by an earlier run, %d still unfinished",
+                resolved,
+                unresolved,
+            )
 
     background.append(recover)
+    if exchange is not None:
+        lookback = timedelta(hours=settings.reconcile_lookback_hours)
+
+        async def reconcile_loop() -> None:
+            assert exchange is not None
+            await recovered.wait()
+            await run_periodically(
+                "reconcile", settings.reconcile_interval_seconds, lambda: executor.reconcile(exchange, lookback)
+            )
+
+        background.append(reconcile_loop)
     return ServiceParts(
         register=[lambda server: executor_pb2_grpc.add_TradeExecutorServiceServicer_to_server(servicer, server)],
         readiness=readiness,

@@ -1,11 +1,15 @@
-"""Thin servicer of the trade executor: ProcessRecommendation and the bidirectional stream share one code path."""
+"""Thin servicer of the trade executor: ProcessRecommendation and the bidirectional stream share one code path.
+
+The processing of a request is shielded from its caller: when the caller goes away (its deadline expires, it
+cancels, the orchestrator dies), gRPC cancels the handler, but an order that may already be at the exchange is
+still finished and its outcome recorded (the servicer keeps the task until it ends)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import status_pb2
@@ -29,6 +33,7 @@ STREAM_CONCURRENCY = 256
 # The executor's own problems (the database lost, a bug): the recommendation stays PENDING and is retried.
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def to_message(result: ExecutionResult) -> executor_pb2.ExecutionResult:
@@ -65,14 +70,52 @@ def error_message(recommendation_id: int, code: grpc.StatusCode, reason: str) ->
     )
 
 
+def _orphan_done(recommendation_id: int) -> Any:
+    """Log what became of a request whose caller had gone (and retrieve its exception, if any)."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            log.warning("recommendation %d: cancelled after its caller went away", recommendation_id)
+        elif (exc := task.exception()) is not None:
+            log.warning(
+                "recommendation %d: failed after its caller went away: %s", recommendation_id, type(exc).__name__
+            )
+        else:
+            log.info("recommendation %d: finished after its caller went away", recommendation_id)
+
+    return done
+
+
 class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
+        self._detached: set[asyncio.Task[Any]] = set()  # requests in progress, whether or not a caller waits
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown (after the server stopped): wait up to ``timeout`` seconds for the requests still in
+        progress, whose callers may be gone, so their outcomes are recorded before the engine is disposed."""
+        if self._detached:
+            log.info("waiting up to %gs for %d request(s) in progress", timeout, len(self._detached))
+            await asyncio.wait(list(self._detached), timeout=timeout)
+
+    def _detach(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``work`` as a task of its own, referenced until it ends: cancelling the RPC never cancels it."""
+        task = asyncio.create_task(work)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        return task
 
     async def ProcessRecommendation(
         self, request: executor_pb2.ProcessRecommendationRequest, context: Any
     ) -> executor_pb2.ProcessRecommendationResponse:
-        result = await self.executor.process(request.recommendation_id)
+        task = self._detach(self.executor.process(request.recommendation_id))
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                log.info("recommendation %d: the caller went away; finishing it", request.recommendation_id)
+                task.add_done_callback(_orphan_done(request.recommendation_id))
+            raise
         return executor_pb2.ProcessRecommendationResponse(result=to_message(result))
 
     async def _one(self, recommendation_id: int) -> executor_pb2.ExecuteRecommendationsResponse:
@@ -96,7 +139,8 @@ class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
     async def ExecuteRecommendations(
         self, request_iterator: AsyncIterator[executor_pb2.ExecuteRecommendationsRequest], context: Any
     ) -> AsyncIterator[executor_pb2.ExecuteRecommendationsResponse]:
-        """Up to STREAM_CONCURRENCY requests in flight; each answered once, in completion order."""
+        """Up to STREAM_CONCURRENCY requests in flight; each answered once, in completion order. When the caller
+        goes away, the requests already read are finished all the same (their answers go nowhere)."""
         results: asyncio.Queue[executor_pb2.ExecuteRecommendationsResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         tasks: set[asyncio.Task[None]] = set()
@@ -111,11 +155,11 @@ class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
             try:
                 async for request in request_iterator:
                     await slots.acquire()
-                    task = asyncio.create_task(work(request.recommendation_id))
+                    task = self._detach(work(request.recommendation_id))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:
-                    await asyncio.gather(*list(tasks), return_exceptions=True)
+                    await asyncio.wait(list(tasks))  # unlike gather, being cancelled does not cancel them
             finally:
                 await results.put(None)
 
@@ -124,6 +168,6 @@ class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
             while (item := await results.get()) is not None:
                 yield item
         finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+            reader.cancel()  # read no more requests; those already read finish (self._detach keeps them)
+            if tasks:
+                log.info("stream closed with %d request(s) in progress: finishing them", len(tasks))

@@ -2,10 +2,14 @@
 
 1. PENDING recommendations older than the window (2 h) become CANCELLED with a reason.
 2. While trading is halted, nothing is sent.
-3. Reserve room in the rolling cap (at most N executions per window, counted in the database across cycles,
+3. The executor's gRPC health is asked first (cached briefly): NOT_SERVING or unreachable, nothing is claimed,
+   everything stays PENDING and the response says so.
+4. Reserve room in the rolling cap (at most N executions per window, counted in the database across cycles,
    nudges and replicas) and claim that many of the best PENDING recommendations (highest confidence, then
-   oldest) so no other replica sends them.
-4. Send them over the executor's stream, one result each. If the executor is unreachable or slow, they stay
+   oldest) so no other replica sends them. A claim is a lease: it lasts ``claim_ttl`` and is renewed every
+   quarter of that while the stream is in flight, so the claims of a replica that died free up within
+   ``claim_ttl`` and another replica takes them over (and logs it).
+5. Send them over the executor's stream, one result each. If the executor is unreachable or slow, they stay
    PENDING, the claims and the cap reservation are released, and the response says so."""
 
 from __future__ import annotations
@@ -105,12 +109,15 @@ class CycleOpening:
     halt: TradingHalt
     claimed: list[int]  # best first
     capacity_left: int
+    # claimed rows whose earlier claim (another replica's, or an earlier one of ours) had expired: id -> its holder
+    taken_over: dict[int, str] = field(default_factory=dict)
 
 
 class OrchestratorStore(Protocol):
     """What a cycle needs from the database (orchestrator_svc.repository.OrchestratorRepository)."""
 
     async def open_cycle(self, orchestrator_id: str, terms: CycleTerms) -> CycleOpening: ...
+    async def renew(self, orchestrator_id: str, ids: list[int], until: datetime) -> None: ...
     async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None: ...
     async def mark_failed(self, recommendation_id: int, reason: str, now: datetime) -> None: ...
     async def remaining(self, pending_since: datetime) -> int: ...
@@ -119,6 +126,10 @@ class OrchestratorStore(Protocol):
 
 
 class Link(Protocol):
+    async def problem(self) -> str:
+        """Why the executor should get nothing now (NOT_SERVING, unreachable), or "" when it is SERVING."""
+        ...
+
     async def execute(self, ids: list[int]) -> LinkResult: ...
 
 
@@ -137,12 +148,15 @@ class Orchestrator:
 
     async def _cycle(self, max_trades: int) -> CycleResult:
         result = CycleResult()
+        # Asked before the transaction that claims: a NOT_SERVING or unreachable executor gets nothing.
+        executor_problem = await self.link.problem()
         now = self.clock()
         pending_since = now - self.limits.pending_window
         hours = self.limits.pending_window.total_seconds() / 3600
         reason = f"not executed within {hours:g} h of its creation"
+        limit = 0 if executor_problem else max_trades
         terms = CycleTerms(
-            max_trades, self.limits.cap, self.limits.cap_window, pending_since, self.limits.claim_ttl, reason, now
+            limit, self.limits.cap, self.limits.cap_window, pending_since, self.limits.claim_ttl, reason, now
         )
         opening = await self.repository.open_cycle(self.identity, terms)
         for rec_id in opening.cancelled:
@@ -156,8 +170,21 @@ class Orchestrator:
             log.info("trading halted (%s): nothing sent, %d pending", opening.halt.reason, result.remaining)
             return result
         ids, result.capacity_left = opening.claimed, opening.capacity_left
+        if executor_problem:
+            result.executor_unreachable = True
+            result.executor_error = executor_problem
+            result.remaining = await self.repository.remaining(pending_since)
+            log.warning("%s: nothing dispatched, %d recommendation(s) stay PENDING", executor_problem, result.remaining)
+            return result
+        if opening.taken_over:
+            self._log_taken_over(opening.taken_over)
         if ids:
-            link = await self.link.execute(ids)
+            renewing = asyncio.create_task(self._renew(ids), name="renew-claims")
+            try:
+                link = await self.link.execute(ids)
+            finally:
+                renewing.cancel()
+                await asyncio.wait([renewing])
             unanswered = [i for i in ids if i not in link.reports]
             for rec_id in ids:
                 report = link.reports.get(rec_id)
@@ -177,6 +204,29 @@ class Orchestrator:
             await self.repository.release(self.identity, [i for i in ids if i not in retry], refund=False, since=now)
         result.remaining = await self.repository.remaining(pending_since)
         return result
+
+    async def _renew(self, ids: list[int]) -> None:
+        """Keep the claims on ``ids`` alive while their stream is in flight (cancelled when it ends)."""
+        every = self.limits.claim_ttl.total_seconds() / 4
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.repository.renew(self.identity, ids, self.clock() + self.limits.claim_ttl)
+            except Exception as exc:  # the database: try again at the next beat (the claims expire otherwise)
+                log.warning("could not renew the claims on %d recommendation(s): %s", len(ids), type(exc).__name__)
+
+    def _log_taken_over(self, taken_over: dict[int, str]) -> None:
+        by_holder: dict[str, list[int]] = {}
+        for rec_id, holder in sorted(taken_over.items()):
+            by_holder.setdefault(holder, []).append(rec_id)
+        described = "; ".join(
+            f"{', '.join(str(i) for i in rec_ids)} from {holder}" for holder, rec_ids in by_holder.items()
+        )
+        log.info(
+            "took over %d recommendation(s) whose claim expired (its holder stopped renewing it): %s",
+            len(taken_over),
+            described,
+        )
 
     def _record(self, result: CycleResult, rec_id: int, report: ExecutionReport) -> None:
         if report.retryable:  # the executor's problem, not the recommendation's

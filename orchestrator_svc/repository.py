@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from common import lifecycle
 from common.clock import as_utc
 from common.control import ControlKey, decode_halt, encode_halt, write_control
-from common.lifecycle import ExecutionStatus
+from common.lifecycle import ExecutionMode, ExecutionStatus, OrderStatus
 from common.sql import insert_ignore
-from common.tables import orchestrator_dispatches, system_control, trade_recommendations
+from common.tables import orchestrator_dispatches, system_control, trade_executions, trade_recommendations
 from orchestrator_svc.cycle import CycleOpening, CycleTerms
 from orchestrator_svc.halt import TradingHalt
 
@@ -33,6 +33,21 @@ def _parse_halt(row: Any) -> TradingHalt:
     )
 
 
+def _order_in_flight() -> Any:
+    """The recommendation has a live order that may have reached the exchange (its execution row is unfinished):
+    expiry never cancels it; the executor resolves it by looking the order up (executor_svc.execution)."""
+    unfinished = [OrderStatus.PENDING.value, OrderStatus.SUBMITTED.value]
+    return (
+        select(trade_executions.c.id)
+        .where(
+            trade_executions.c.recommendation_id == _r.id,
+            trade_executions.c.mode == ExecutionMode.LIVE.value,
+            trade_executions.c.status.in_(unfinished),
+        )
+        .exists()
+    )
+
+
 def _unclaimed(now: datetime) -> Any:
     """No replica holds a live claim on the recommendation (never claimed, or the claim expired)."""
     return or_(_r.claimed_until.is_(None), _r.claimed_until < now)
@@ -48,6 +63,7 @@ class OrchestratorRepository:
             _r.execution_status == _PENDING,
             _r.created_at < cutoff,
             _unclaimed(now),
+            ~_order_in_flight(),
         )
         if conn.dialect.name != "sqlite":
             query = query.with_for_update(skip_locked=True)
@@ -102,7 +118,7 @@ class OrchestratorRepository:
             if take == 0:
                 return CycleOpening(cancelled, halt, [], capacity)
             query = (
-                select(_r.id)
+                select(_r.id, _r.claimed_by)
                 .where(
                     _r.execution_status == _PENDING,
                     _r.created_at >= pending_since,
@@ -113,14 +129,24 @@ class OrchestratorRepository:
             )
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update(skip_locked=True)
-            ids = list((await conn.execute(query)).scalars())
+            rows = (await conn.execute(query)).all()
+            ids = [int(row.id) for row in rows]
+            # A claim still set here has expired (_unclaimed): its holder stopped renewing it (died or stalled).
+            taken_over = {int(row.id): str(row.claimed_by) for row in rows if row.claimed_by is not None}
             if ids:
                 await conn.execute(lifecycle.claim(orchestrator_id, now + terms.claim_ttl).where(_r.id.in_(ids)))
                 await conn.execute(
                     insert(orchestrator_dispatches),
                     [{"recommendation_id": i, "orchestrator_id": orchestrator_id, "dispatched_at": now} for i in ids],
                 )
-            return CycleOpening(cancelled, halt, ids, capacity - len(ids))
+            return CycleOpening(cancelled, halt, ids, capacity - len(ids), taken_over)
+
+    async def renew(self, orchestrator_id: str, ids: list[int], until: datetime) -> None:
+        """Extend our claims on ``ids`` (those still PENDING) to ``until``."""
+        if not ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(lifecycle.renew_claims(orchestrator_id, until).where(_r.id.in_(ids)))
 
     async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None:
         """Drop our claims on ``ids``; with ``refund``, their dispatches no longer count against the cap (they were

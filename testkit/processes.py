@@ -8,13 +8,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.services import SERVICES, ServiceInfo, service
 from testkit.ports import address
@@ -174,3 +176,17 @@ class ServiceProcesses:
 
     def logs(self) -> str:
         return "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in self.services)
+
+
+@asynccontextmanager
+async def stopped_at_the_end(processes: ServiceProcesses, engine: AsyncEngine) -> AsyncIterator[None]:
+    """Run a test's body against ``processes``: print their logs if it fails, and always stop them and dispose
+    of ``engine``."""
+    try:
+        yield
+    except BaseException:
+        print(processes.logs())
+        raise
+    finally:
+        await asyncio.to_thread(processes.stop)
+        await engine.dispose()

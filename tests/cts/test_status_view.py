@@ -133,3 +133,23 @@ def test_short_terminals_never_overflow(height: int) -> None:
 )
 def test_prices_keep_their_digits_and_never_use_exponents(value: Decimal, shown: str) -> None:
     assert price(value) == shown
+
+
+def test_cts_status_shows_the_reconciliation_and_what_disagrees() -> None:
+    from cts.status_view import render
+
+    snap = _snapshot()
+    snap.reconciliation = {
+        "checked_at": "2026-11-26T02:00:00+00:00",
+        "orders_seen": 3,
+        "unknown_count": 1,
+        "mismatch_count": 0,
+        "unresolved": 0,
+        "unknown": ["ex-1 (BTC-USD BUY FILLED, client_order_id other-1)"],
+        "mismatches": [],
+    }
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render(snap))
+    text = console.export_text()
+    assert "3 exchange order(s), 1 unknown, 0 disagreeing" in text
+    assert "client_order_id other-1" in text

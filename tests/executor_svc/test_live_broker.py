@@ -1,8 +1,10 @@
 """LiveBroker with a fake exchange client (no HTTP, no sleeping): order sizing and rounding, refusals before
-anything is sent, read-back of fills, and which exchange problem leaves the recommendation FAILED or PENDING."""
+anything is sent, read-back of fills, and which exchange problem leaves the recommendation FAILED or PENDING
+(refused credentials: PENDING, retryable once the key is fixed)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -38,6 +40,7 @@ class FakeClient:
         self.problems: dict[str, ExchangeError] = {}
         self.calls: list[str] = []
         self.orders: list[tuple[str, str, str, Decimal | None, Decimal | None]] = []
+        self.found: OrderState | None = None  # what find_order (List Orders by client_order_id) answers
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -63,6 +66,10 @@ class FakeClient:
     async def get_order(self, order_id: str) -> OrderState:
         self._call("get_order")
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    async def find_order(self, client_order_id: str, product_id: str, since: datetime) -> OrderState | None:
+        self._call("find_order")
+        return self.found
 
 
 class Sleeps:
@@ -162,15 +169,16 @@ async def test_an_order_that_ended_without_fills_fails() -> None:
 @pytest.mark.parametrize(
     ("step", "problem", "status", "code", "order_id"),
     [
-        # Before anything is sent: only a transient problem is worth retrying.
+        # Before anything is sent: only a transient problem or refused credentials are worth retrying.
         ("product", TransientExchangeError("HTTP 429 after 5 attempts"), "PENDING", "TRANSIENT", ""),
-        ("product", ExchangeAuthError("HTTP 401"), "FAILED", "UNAUTHORIZED", ""),
+        ("product", ExchangeAuthError("HTTP 401"), "PENDING", "UNAUTHORIZED", ""),  # the key, not the trade
         ("product", ExchangeRequestError("HTTP 404"), "FAILED", "REQUEST_REJECTED", ""),
         ("product", ExchangeResponseError("malformed answer"), "FAILED", "BAD_RESPONSE", ""),
-        # Sending: the exchange may hold the order unless it answered 4xx.
+        # Sending: the exchange may hold the order unless it answered 4xx; refused credentials are retryable.
         ("order", TransientExchangeError("ReadTimeout after 5 attempts"), "PENDING", "TRANSIENT", ""),
         ("order", ExchangeResponseError("body is not JSON"), "PENDING", "BAD_RESPONSE", ""),
-        ("order", ExchangeAuthError("HTTP 401"), "FAILED", "UNAUTHORIZED", ""),
+        ("order", ExchangeAuthError("HTTP 401"), "PENDING", "UNAUTHORIZED", ""),
+        ("order", ExchangeAuthError("HTTP 403"), "PENDING", "UNAUTHORIZED", ""),
         ("order", ExchangeRequestError("HTTP 400"), "FAILED", "REQUEST_REJECTED", ""),
         # Reading back an accepted order: it exists, so never FAILED.
         ("get_order", TransientExchangeError("HTTP 500 after 5 attempts"), "PENDING", "TRANSIENT", "ord-1"),
@@ -186,8 +194,38 @@ async def test_exchange_problems_by_step(
     client.problems[step] = problem
     outcome = await broker(client).execute(buy())
     assert (outcome.status, outcome.error_code, outcome.exchange_order_id) == (status, code, order_id)
-    assert outcome.error_message == str(problem)
+    assert outcome.error_message.startswith(str(problem))
     assert client.calls.count("order") == (0 if step == "product" else 1)
+
+
+@pytest.mark.parametrize("step", ["product", "order"])
+async def test_refused_credentials_leave_the_order_pending_and_the_same_order_goes_through_later(step: str) -> None:
+    """401/403: the exchange refused the request, so nothing was placed; it is the key, not the trade: PENDING
+    (retryable), and once the key works the same order (same client_order_id) is placed once."""
+    client = FakeClient()
+    live = broker(client)
+    client.problems[step] = ExchangeAuthError("Coinbase refused the credentials (HTTP 401)")
+    refused = await live.execute(buy())
+    assert (refused.status, refused.error_code, refused.exchange_order_id) == ("PENDING", "UNAUTHORIZED", "")
+    assert refused.error_message == (
+        "Coinbase refused the credentials (HTTP 401): no order placed; retryable once the Coinbase API key is fixed"
+    )
+    assert live.auth_failed == "Coinbase refused the credentials (HTTP 401)"
+    assert client.calls == (["product"] if step == "product" else ["product", "order"])
+    later = await live.execute(buy())
+    assert (later.status, later.exchange_order_id) == ("EXECUTED", "ord-1")
+    assert {o[0] for o in client.orders} == {"cid-7"}
+    assert live.auth_failed is None
+
+
+async def test_refused_credentials_while_reading_back_keep_the_exchange_order() -> None:
+    client = FakeClient()
+    client.problems["get_order"] = ExchangeAuthError("Coinbase refused the credentials (HTTP 403)")
+    live = broker(client)
+    outcome = await live.execute(buy())
+    assert (outcome.status, outcome.exchange_order_id) == ("PENDING", "ord-1")
+    assert outcome.error_message == "Coinbase refused the credentials (HTTP 403)"  # it was placed: no "no order"
+    assert live.auth_failed == "Coinbase refused the credentials (HTTP 403)"
 
 
 async def test_refused_credentials_are_remembered_until_an_order_is_accepted() -> None:
@@ -203,3 +241,26 @@ async def test_refused_credentials_are_remembered_until_an_order_is_accepted() -
 async def test_the_ledger_argument_is_accepted_and_ignored() -> None:
     outcome = await broker(FakeClient()).execute(buy(), object())
     assert outcome.status == "EXECUTED"
+
+
+async def test_lookup_follows_an_order_found_by_its_client_order_id() -> None:
+    client = FakeClient(states=[filled()])
+    client.found = filled()
+    outcome = await LiveBroker(client).lookup(buy(), datetime(2026, 1, 1, tzinfo=UTC))
+    assert outcome.status == OrderStatus.EXECUTED
+    assert "create_market_order" not in client.calls  # never placed again
+
+
+async def test_lookup_of_an_order_that_never_reached_the_exchange_is_cancelled_not_placed() -> None:
+    client = FakeClient()
+    outcome = await LiveBroker(client).lookup(buy(), datetime(2026, 1, 1, tzinfo=UTC))
+    assert outcome.status == OrderStatus.CANCELLED
+    assert "never placed" in outcome.error_message
+    assert client.calls == ["find_order"]
+
+
+async def test_lookup_that_cannot_ask_stays_pending() -> None:
+    client = FakeClient()
+    client.problems["find_order"] = TransientExchangeError("HTTP 503")
+    outcome = await LiveBroker(client).lookup(buy(), datetime(2026, 1, 1, tzinfo=UTC))
+    assert outcome.status == OrderStatus.PENDING

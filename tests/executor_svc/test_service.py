@@ -17,13 +17,13 @@ from common.tables import (
     paper_balances,
     system_control,
     trade_executions,
-    trade_recommendations,
 )
 from crypto_trading.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 from executor_svc.client_order_id import client_order_id
 from executor_svc.server import DEFINITION
 from tests.conftest import make_settings
 from tests.support.fake_coinbase import FakeCoinbase, live_settings
+from tests.support.rows import execution_row, rec_status
 from tests.support.seed import seed_recommendation
 
 EXECUTED = common_pb2.EXECUTION_STATUS_EXECUTED
@@ -44,23 +44,6 @@ async def installation_id(engine: Any) -> str:
     async with engine.connect() as conn:
         query = select(system_control.c.value).where(system_control.c.key == ControlKey.INSTALLATION_ID.value)
         return str((await conn.execute(query)).scalar_one())
-
-
-async def execution_row(engine: Any, rec_id: int) -> Any:
-    async with engine.connect() as conn:
-        query = select(trade_executions).where(trade_executions.c.recommendation_id == rec_id)
-        return (await conn.execute(query)).one()
-
-
-async def rec_status(engine: Any, rec_id: int) -> str:
-    async with engine.connect() as conn:
-        return str(
-            (
-                await conn.execute(
-                    select(trade_recommendations.c.execution_status).where(trade_recommendations.c.id == rec_id)
-                )
-            ).scalar_one()
-        )
 
 
 async def test_paper_buy_then_sell_and_replay(database_url: str, engine: Any) -> None:
@@ -205,21 +188,84 @@ async def test_live_buy_sell_rejection_and_faults(
     assert not any(token in text for token in fake.seen_tokens)
 
 
-async def test_401_fails_and_health_goes_not_serving(database_url: str, engine: Any, fake: FakeCoinbase) -> None:
+async def test_401_leaves_the_recommendation_pending_and_health_not_serving_until_the_key_works(
+    database_url: str, engine: Any, fake: FakeCoinbase
+) -> None:
+    """Coinbase refuses the key while the order is sent: nothing is placed, nothing is recorded as FAILED (the key
+    is the problem, not the trade), the executor goes NOT_SERVING; once the key works again the same
+    recommendation executes with one order."""
     from grpc_health.v1 import health_pb2
+
+    async def health() -> int:
+        await service.refresh_health()
+        return int((await service.health.Check(health_pb2.HealthCheckRequest(service=""), None)).status)
 
     rec = await seed_recommendation(engine)
     async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
         assert service.problem is None
-        fake.faults.append("401")
+        fake.faults.extend(["ok", "401"])  # GET product, then the POST /orders is refused
         result = await process(service.port, rec)
-        assert result.status == FAILED
-        assert "401" in result.error_reason
-        fake.faults.extend(["401"] * 5)
+        assert result.status == PENDING
+        assert "HTTP 401" in result.error_reason
+        assert "no order placed" in result.error_reason
+        assert (fake.order_posts, fake.distinct_orders()) == (0, 0)  # the exchange refused the request
+        assert await rec_status(engine, rec) == "PENDING"
+        row = await execution_row(engine, rec)
+        assert (row.status, row.exchange_order_id, row.attempts) == ("PENDING", None, 1)
+        assert "HTTP 401" in row.error_message
+        assert await health() == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert service.problem is not None
+        assert "401" in service.problem
+
+        assert not fake.faults  # the key works again: the fake answers 401 no more
+        again = await process(service.port, rec)
+        assert again.status == EXECUTED
+        assert again.client_order_id == result.client_order_id
+        assert (fake.order_posts, fake.distinct_orders()) == (1, 1)
+        assert await rec_status(engine, rec) == "EXECUTED"
+        assert (await execution_row(engine, rec)).status == "EXECUTED"
+        assert await health() == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_refused_key_is_checked_again_so_a_fixed_key_needs_no_restart(
+    database_url: str, engine: Any, fake: FakeCoinbase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a refused order the executor is NOT_SERVING (so the orchestrator sends it nothing); it asks Coinbase
+    again every AUTH_CHECK_SECONDS, and a key that works again makes it SERVING without a restart or an order."""
+    from executor_svc import server as executor_server
+
+    monkeypatch.setattr(executor_server, "AUTH_CHECK_SECONDS", 0.2)
+    rec = await seed_recommendation(engine)
+    async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
+        fake.faults.extend(["ok", "401"])
+        assert (await process(service.port, rec)).status == PENDING
         await service.refresh_health()
         assert service.problem is not None
-        status = await service.health.Check(health_pb2.HealthCheckRequest(service=""), None)
-        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await asyncio.sleep(0.3)  # the check is due; the key works again
+        await service.refresh_health()
+        assert service.problem is None
+        assert fake.order_posts == 0
+
+
+async def crash_after_send(database_url: str, fake: FakeCoinbase, rec: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live executor whose process dies after the exchange accepted the order, before the outcome is recorded."""
+    from executor_svc import repository as repo
+
+    async def crash(self: Any, *args: Any) -> None:
+        raise RuntimeError("simulated crash before the outcome is recorded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(repo.ExecutorRepository, "complete_live", crash)
+        async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await process(service.port, rec)
+
+
+async def wait_for_status(engine: Any, rec: int, status: str, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.1)):
+        if await rec_status(engine, rec) == status:
+            return
+        await asyncio.sleep(0.1)
 
 
 async def test_crash_between_accept_and_commit_ends_with_one_order(
@@ -227,25 +273,12 @@ async def test_crash_between_accept_and_commit_ends_with_one_order(
 ) -> None:
     """The exchange accepts the order, then the process dies before the completion commits. After a restart the
     recommendation ends EXECUTED and the exchange holds exactly one order."""
-    from executor_svc import repository as repo
-
     rec = await seed_recommendation(engine)
-
-    async def crash(self: Any, *args: Any) -> None:
-        raise RuntimeError("simulated crash before commit")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(repo.ExecutorRepository, "complete_live", crash)
-        async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
-            with pytest.raises(grpc.aio.AioRpcError):
-                await process(service.port, rec)
+    await crash_after_send(database_url, fake, rec, monkeypatch)
     assert fake.distinct_orders() == 1
     assert await rec_status(engine, rec) == "PENDING"
     async with running_service(DEFINITION, live_settings(database_url, fake)):
-        for _ in range(50):  # start-up recovery re-sends with the same client_order_id
-            if await rec_status(engine, rec) == "EXECUTED":
-                break
-            await asyncio.sleep(0.1)
+        await wait_for_status(engine, rec, "EXECUTED")  # start-up recovery re-sends with the same client_order_id
     assert await rec_status(engine, rec) == "EXECUTED"
     assert fake.distinct_orders() == 1
     assert fake.order_posts == 2

@@ -3,8 +3,12 @@ clock. What each kind of executor answer does to the recommendation, the claims 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from common.lifecycle import ExecutionStatus, OrderSide
 from orchestrator_svc.cycle import (
@@ -30,13 +34,22 @@ class FakeStore:
     halted: bool = False
     failed: dict[int, str] = field(default_factory=dict)
     released: list[tuple[list[int], bool]] = field(default_factory=list)
+    renewed: list[tuple[list[int], datetime]] = field(default_factory=list)
+    renew_fails: bool = False
+    previous_holders: dict[int, str] = field(default_factory=dict)  # expired claims of other replicas
     terms: CycleTerms | None = None
 
     async def open_cycle(self, orchestrator_id: str, terms: CycleTerms) -> CycleOpening:
         self.terms = terms
         halt = TradingHalt(self.halted, "maintenance" if self.halted else "", "test", NOW)
         claimed = [] if self.halted else self.claimable[: terms.limit]
-        return CycleOpening(self.expired, halt, claimed, 3 - len(claimed))
+        taken_over = {i: h for i, h in self.previous_holders.items() if i in claimed}
+        return CycleOpening(self.expired, halt, claimed, 3 - len(claimed), taken_over)
+
+    async def renew(self, orchestrator_id: str, ids: list[int], until: datetime) -> None:
+        if self.renew_fails:
+            raise ConnectionError("database lost")
+        self.renewed.append((ids, until))
 
     async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None:
         self.released.append((ids, refund))
@@ -57,16 +70,24 @@ class FakeStore:
 @dataclass
 class FakeLink:
     reports: dict[int, ExecutionReport]
-    problem: str = ""
+    stream_problem: str = ""
+    health_problem: str = ""  # what the executor's health says ("" = SERVING)
+    takes: float = 0.0  # seconds the stream stays in flight
     sent: list[list[int]] = field(default_factory=list)
+    health_asked: int = 0
+
+    async def problem(self) -> str:
+        self.health_asked += 1
+        return self.health_problem
 
     async def execute(self, ids: list[int]) -> LinkResult:
         self.sent.append(ids)
-        return LinkResult({i: r for i, r in self.reports.items() if i in ids}, self.problem)
+        await asyncio.sleep(self.takes)
+        return LinkResult({i: r for i, r in self.reports.items() if i in ids}, self.stream_problem)
 
 
-def _orchestrator(store: FakeStore, link: FakeLink) -> Orchestrator:
-    return Orchestrator(store, link, LIMITS, lambda: NOW)
+def _orchestrator(store: FakeStore, link: FakeLink, limits: CycleLimits = LIMITS) -> Orchestrator:
+    return Orchestrator(store, link, limits, lambda: NOW)
 
 
 async def test_each_answer_becomes_one_outcome() -> None:
@@ -98,7 +119,7 @@ async def test_each_answer_becomes_one_outcome() -> None:
 
 async def test_an_unreachable_executor_leaves_everything_pending() -> None:
     store = FakeStore(claimable=[1, 2])
-    link = FakeLink({}, problem="executor at x unreachable or too slow (UNAVAILABLE)")
+    link = FakeLink({}, stream_problem="executor at x unreachable or too slow (UNAVAILABLE)")
     result = await _orchestrator(store, link).run_cycle()
     assert result.executor_unreachable
     assert {o.status for o in result.outcomes} == {ExecutionStatus.PENDING}
@@ -121,3 +142,66 @@ async def test_max_trades_limits_the_claim() -> None:
     result = await _orchestrator(store, link).run_cycle(max_trades=1)
     assert link.sent == [[1]]
     assert [o.recommendation_id for o in result.with_status(ExecutionStatus.EXECUTED)] == [1]
+
+
+@pytest.mark.parametrize("problem", ["executor at x is NOT_SERVING", "executor at x unreachable (UNAVAILABLE)"])
+async def test_a_not_serving_executor_gets_nothing(problem: str) -> None:
+    store = FakeStore(claimable=[1, 2], expired=[9])
+    link = FakeLink({i: ExecutionReport(i, ExecutionStatus.EXECUTED) for i in (1, 2)}, health_problem=problem)
+    result = await _orchestrator(store, link).run_cycle()
+    assert store.terms is not None
+    assert store.terms.limit == 0  # nothing claimed, no cap slot reserved
+    assert link.sent == []
+    assert (result.executor_unreachable, result.executor_error) == (True, problem)
+    # Expiry still runs; nothing else changes: the rest stays PENDING (remaining), nothing is marked FAILED.
+    assert [(o.recommendation_id, o.status) for o in result.outcomes] == [(9, ExecutionStatus.CANCELLED)]
+    assert result.remaining == 7
+    assert store.released == []
+    assert store.failed == {}
+
+
+async def test_claims_are_renewed_while_the_stream_is_in_flight() -> None:
+    ttl = timedelta(seconds=0.2)  # renewed every 0.05 s
+    limits = CycleLimits(cap=3, cap_window=timedelta(seconds=30), pending_window=timedelta(hours=2), claim_ttl=ttl)
+    store = FakeStore(claimable=[1, 2])
+    link = FakeLink({i: ExecutionReport(i, ExecutionStatus.EXECUTED) for i in (1, 2)}, takes=0.5)
+    result = await _orchestrator(store, link, limits).run_cycle()
+    assert len(result.with_status(ExecutionStatus.EXECUTED)) == 2
+    renewals = len(store.renewed)
+    assert 3 <= renewals <= 10, store.renewed
+    assert all(ids == [1, 2] and until == NOW + ttl for ids, until in store.renewed)
+    await asyncio.sleep(0.2)
+    assert len(store.renewed) == renewals  # the renewal stopped with the stream
+
+
+async def test_a_failed_renewal_is_logged_and_the_cycle_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    limits = CycleLimits(
+        cap=3, cap_window=timedelta(seconds=30), pending_window=timedelta(hours=2), claim_ttl=timedelta(seconds=0.1)
+    )
+    store = FakeStore(claimable=[1], renew_fails=True)
+    link = FakeLink({1: ExecutionReport(1, ExecutionStatus.EXECUTED)}, takes=0.1)
+    result = await _orchestrator(store, link, limits).run_cycle()
+    assert [o.recommendation_id for o in result.with_status(ExecutionStatus.EXECUTED)] == [1]
+    assert "could not renew the claims on 1 recommendation(s): ConnectionError" in caplog.text
+
+
+async def test_taking_over_expired_claims_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator_svc.cycle")
+    store = FakeStore(claimable=[4, 5, 6], previous_holders={4: "orchestrator-dead", 6: "orchestrator-dead"})
+    link = FakeLink({i: ExecutionReport(i, ExecutionStatus.EXECUTED) for i in (4, 5, 6)})
+    await _orchestrator(store, link).run_cycle()
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "took over" in r.getMessage()]
+    assert lines == [
+        (
+            logging.INFO,
+            "took over 2 recommendation(s) whose claim expired (its holder stopped renewing it): "
+            "4, 6 from orchestrator-dead",
+        )
+    ]
+
+
+async def test_nothing_taken_over_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator_svc.cycle")
+    store = FakeStore(claimable=[1])
+    await _orchestrator(store, FakeLink({1: ExecutionReport(1, ExecutionStatus.EXECUTED)})).run_cycle()
+    assert "took over" not in caplog.text

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,32 +16,45 @@ import grpc
 import pytest
 from sqlalchemy import select, update
 
-from common.clock import utc_now
+from common.clock import as_utc, utc_now
 from common.server import running_service
 from common.service_host import ServiceHost
 from common.tables import trade_recommendations
 from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from executor_svc.server import DEFINITION as EXECUTOR
+from orchestrator_svc.executor_link import HEALTH_CACHE_SECONDS
 from orchestrator_svc.server import DEFINITION as ORCHESTRATOR
 from testkit.ports import free_ports
 from tests.conftest import make_settings
 from tests.support import outcomes
+from tests.support.fake_executor import NOT_SERVING, SERVING, running_fake_executor
 from tests.support.seed import seed_recommendation
+
+BASE: dict[str, Any] = {
+    "market_data_source": "database",
+    "orchestrator_interval_seconds": 3600,
+    "executor_timeout_seconds": 5,
+}
+
+
+@asynccontextmanager
+async def orchestrator_at(url: str, executor_address: str, **overrides: Any) -> AsyncIterator[tuple[Any, ServiceHost]]:
+    """An orchestrator (loop parked) streaming to ``executor_address``, yields (orchestrator stub, host)."""
+    settings = make_settings(url, trade_executor_addr=executor_address, **(BASE | overrides))
+    async with (
+        running_service(ORCHESTRATOR, settings) as orchestrator,
+        grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel,
+    ):
+        yield orchestrator_pb2_grpc.TradeOrchestratorServiceStub(channel), orchestrator
 
 
 @asynccontextmanager
 async def system(url: str, *, executor_up: bool = True, **overrides: Any) -> AsyncIterator[tuple[Any, ServiceHost]]:
     """A paper executor and an orchestrator pointing at it (loop parked), yields (orchestrator stub, host)."""
-    base = {"market_data_source": "database", "orchestrator_interval_seconds": 3600, "executor_timeout_seconds": 5}
-    base.update(overrides)
-    async with running_service(EXECUTOR, make_settings(url, **base)) as executor:
+    async with running_service(EXECUTOR, make_settings(url, **(BASE | overrides))) as executor:
         address = f"127.0.0.1:{executor.port}" if executor_up else f"127.0.0.1:{free_ports(1)[0]}"
-        settings = make_settings(url, trade_executor_addr=address, **base)
-        async with (
-            running_service(ORCHESTRATOR, settings) as orchestrator,
-            grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel,
-        ):
-            yield orchestrator_pb2_grpc.TradeOrchestratorServiceStub(channel), orchestrator
+        async with orchestrator_at(url, address, **overrides) as pair:
+            yield pair
 
 
 async def statuses(engine: Any) -> dict[int, str]:
@@ -100,15 +113,84 @@ async def test_old_pending_are_cancelled(database_url: str, engine: Any, caplog:
     assert f"Cancelled recommendation {old}" in caplog.text
 
 
+async def claims(engine: Any) -> dict[int, tuple[str | None, datetime | None]]:
+    r = trade_recommendations.c
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(r.id, r.claimed_by, r.claimed_until))
+        return {int(i): (by, as_utc(until) if until else None) for i, by, until in rows}
+
+
 async def test_unreachable_executor_leaves_pending(database_url: str, engine: Any) -> None:
     rec = await seed_recommendation(engine)
     async with system(database_url, executor_up=False, executor_timeout_seconds=1) as (stub, _):
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
         assert response.executor_unreachable
-        assert "executor" in response.executor_error
-        assert [o.recommendation_id for o in outcomes.retry_later(response)] == [rec]
-        assert response.window_capacity_left == 3  # the reservation was given back
+        assert "unreachable (UNAVAILABLE)" in response.executor_error
+        assert list(response.outcomes) == []  # its health did not answer: nothing was claimed or sent
+        assert response.remaining == 1
+        assert response.window_capacity_left == 3  # no cap slot taken
     assert (await statuses(engine))[rec] == "PENDING"
+    assert (await claims(engine))[rec] == (None, None)
+
+
+async def test_a_not_serving_executor_gets_nothing(database_url: str, engine: Any) -> None:
+    rec = await seed_recommendation(engine)
+    async with (
+        running_fake_executor(NOT_SERVING) as fake,
+        orchestrator_at(database_url, fake.address, executor_timeout_seconds=1) as (stub, _),
+    ):
+        response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
+        assert response.executor_unreachable
+        assert response.executor_error == f"executor at {fake.address} is NOT_SERVING"
+        assert list(response.outcomes) == []
+        assert (response.remaining, response.window_capacity_left) == (1, 3)
+        assert fake.servicer.streams == 0
+        assert (await claims(engine))[rec] == (None, None)
+        # SERVING again: once the cached answer (HEALTH_CACHE_SECONDS) is stale, the next cycle streams to it.
+        await fake.set_status(SERVING)
+        await asyncio.sleep(HEALTH_CACHE_SECONDS + 0.1)
+        response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
+        assert fake.servicer.received == [rec]
+        assert "too slow (DEADLINE_EXCEEDED)" in response.executor_error  # the fake held the stream
+    assert (await statuses(engine))[rec] == "PENDING"
+
+
+async def test_claims_are_renewed_while_the_stream_is_in_flight(database_url: str, engine: Any) -> None:
+    """A claim lasts CLAIM_TTL_SECONDS (1 here) but is renewed while its stream is in flight: another
+    orchestrator cannot take the recommendation while the executor works on it, and can once the stream ends."""
+    rec = await seed_recommendation(engine)
+    async with (
+        running_fake_executor() as fake,
+        orchestrator_at(database_url, fake.address, claim_ttl_seconds=1, executor_timeout_seconds=10) as (one, _),
+        system(database_url) as (two, _),
+    ):
+
+        async def orchestrate_one() -> orchestrator_pb2.OrchestrateResponse:
+            response: orchestrator_pb2.OrchestrateResponse = await one.Orchestrate(
+                orchestrator_pb2.OrchestrateRequest(), timeout=30
+            )
+            return response
+
+        first = asyncio.create_task(orchestrate_one())
+        await asyncio.wait_for(fake.servicer.got_requests.wait(), 10)
+        holder, claimed_until = (await claims(engine))[rec]
+        assert holder is not None
+        assert claimed_until is not None
+        await asyncio.sleep(1.5)  # longer than the claim's TTL
+        renewed_holder, renewed_until = (await claims(engine))[rec]
+        assert renewed_holder == holder
+        assert renewed_until is not None
+        assert renewed_until > claimed_until
+        assert renewed_until > utc_now()
+        blocked = await two.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
+        assert list(blocked.outcomes) == []
+        fake.servicer.release.set()  # the stream ends without an answer: the claim is given back
+        ended = await first
+        assert [o.recommendation_id for o in outcomes.retry_later(ended)] == [rec]
+        assert (await claims(engine))[rec] == (None, None)
+        taken = await two.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
+        assert [o.recommendation_id for o in outcomes.executed(taken)] == [rec]
+    assert (await statuses(engine))[rec] == "EXECUTED"
 
 
 async def test_kill_switch(database_url: str, engine: Any) -> None:
@@ -165,7 +247,10 @@ async def test_two_orchestrators_never_send_twice(database_url: str, engine: Any
     assert count == 30
 
 
-async def test_expired_claim_of_a_dead_orchestrator_is_taken_over(database_url: str, engine: Any) -> None:
+async def test_expired_claim_of_a_dead_orchestrator_is_taken_over(
+    database_url: str, engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator_svc.cycle")
     live = await seed_recommendation(engine)
     dead = await seed_recommendation(engine)
     async with engine.begin() as conn:
@@ -183,6 +268,11 @@ async def test_expired_claim_of_a_dead_orchestrator_is_taken_over(database_url: 
         response = await stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=30)
     assert [o.recommendation_id for o in outcomes.executed(response)] == [dead]
     assert (await statuses(engine))[live] == "PENDING"
+    taken = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    assert taken == [
+        f"took over 1 recommendation(s) whose claim expired (its holder stopped renewing it): {dead} from "
+        "orchestrator-killed"
+    ]
 
 
 @pytest.mark.parametrize(

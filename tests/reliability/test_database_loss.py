@@ -31,7 +31,7 @@ from common.tables import market_candles, paper_balances, trade_executions, trad
 from crypto_trading.v1 import bridge_pb2, bridge_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from testkit.databases import MYSQL_SERVER_URL, clear_tables
 from testkit.ports import address, free_ports
-from testkit.processes import PIPELINE_ENV, SERVING, ServiceProcess, ServiceProcesses, health_status
+from testkit.processes import PIPELINE_ENV, SERVING, ServiceProcess, ServiceProcesses, health_status, stopped_at_the_end
 from tests.support import outcomes
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
@@ -229,7 +229,7 @@ async def test_services_survive_killed_database_connections(mysql_database: str,
     assert database
     engine = create_engine(mysql_database)
     processes = ServiceProcesses(mysql_database, tmp_path / "logs", ENV)
-    try:
+    async with stopped_at_the_end(processes, engine):
         await _seed_prices(engine)
         executor_port, orchestrator_port, bridge_port = free_ports(3)
         peers = {
@@ -324,12 +324,6 @@ async def test_services_survive_killed_database_connections(mysql_database: str,
         assert {c.name for c in midrun_errors} <= {"UNAVAILABLE"}, Counter(c.name for c in midrun_errors)
 
         dropped = [m.executor_error for m in midrun if "answered" in m.executor_error]
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        await asyncio.to_thread(processes.stop)
-        await engine.dispose()
 
     # The stream answers every request even while the database is being lost (an UNAVAILABLE item, status
     # PENDING), so the orchestrator never sees "answered n of m".

@@ -43,7 +43,7 @@ from crypto_trading.v1 import (
 )
 from testkit.databases import clear_tables
 from testkit.ports import address, free_ports
-from testkit.processes import PIPELINE_ENV, ServiceProcess, ServiceProcesses
+from testkit.processes import PIPELINE_ENV, ServiceProcess, ServiceProcesses, stopped_at_the_end
 from tests.support import outcomes
 from tests.support.seed import bundled
 
@@ -160,7 +160,7 @@ async def test_replicas_execute_each_recommendation_once(mysql_database: str, tm
     await clear_tables(mysql_database)
     engine = create_engine(mysql_database)
     processes = ServiceProcesses(mysql_database, tmp_path / "logs", CLUSTER_ENV)
-    try:
+    async with stopped_at_the_end(processes, engine):
         last_start = await _seed_candles(engine)
         spawned = time.monotonic()
         cluster = _start_cluster(processes)
@@ -343,12 +343,6 @@ async def test_replicas_execute_each_recommendation_once(mysql_database: str, tm
             assert balances[base] == held, base
 
         doubly_created = sorted(key for key, n in creators.items() if n > 1)
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        await asyncio.to_thread(processes.stop)
-        await engine.dispose()
 
     # Exactly one generator reports each racing signal as created (and logs and nudges it).
     assert not doubly_created, doubly_created

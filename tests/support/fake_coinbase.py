@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +38,7 @@ class FakeCoinbase:
     # next responses: "429", "500", "401", "slow", "reject:<ERR>", "open" (an order accepted but not filled yet)
     faults: deque[str] = field(default_factory=deque)
     open_fills: dict[str, dict[str, str]] = field(default_factory=dict)
+    list_requests: int = 0
     seen_tokens: list[str] = field(default_factory=list)
     jwt_failures: list[str] = field(default_factory=list)
     # Public market data (no JWT): products as Coinbase lists them, hourly candles per product as
@@ -200,6 +202,8 @@ class FakeCoinbase:
                     "price": str(self.prices.get(product, "1")),
                 },
             )
+        elif method == "GET" and path == "/orders/historical/batch":
+            self.reply(request, 200, self.list_orders(dict(parse_qsl(urlsplit(request.path).query))))
         elif method == "GET" and path.startswith("/orders/historical/"):
             order = self.orders.get(path.removeprefix("/orders/historical/"))
             if order is None:
@@ -250,11 +254,41 @@ class FakeCoinbase:
             "filled_size": str(size),
             "average_filled_price": str(price),
             "total_fees": str(fees),
+            "created_time": datetime.now(UTC).isoformat(),
         }
         if fault == "open":
             self.orders[order_id] |= {"status": "OPEN", "filled_size": "0", "total_fees": "0"}
         self.by_client_id[client_id] = order_id
         return {"success": True, "success_response": {"order_id": order_id}}
+
+    def list_orders(self, query: dict[str, str]) -> dict[str, Any]:
+        """List Orders: every order (newest first), filtered by product_ids and start_date as Coinbase does."""
+        since = datetime.fromisoformat(query["start_date"]) if "start_date" in query else None
+        orders = [
+            o
+            for o in self.orders.values()
+            if ("product_ids" not in query or o["product_id"] == query["product_ids"])
+            and (since is None or datetime.fromisoformat(o["created_time"]) >= since)
+        ]
+        orders.sort(key=lambda o: str(o["created_time"]), reverse=True)
+        self.list_requests += 1
+        return {"orders": orders, "has_next": False, "cursor": ""}
+
+    def add_foreign_order(self, product: str, client_order_id: str = "") -> str:
+        """An order placed by someone else on the same key (or by an installation whose database was lost)."""
+        order_id = str(uuid.uuid4())
+        self.orders[order_id] = {
+            "order_id": order_id,
+            "client_order_id": client_order_id,
+            "product_id": product,
+            "side": "BUY",
+            "status": "FILLED",
+            "filled_size": "0.001",
+            "average_filled_price": str(self.prices.get(product, "1")),
+            "total_fees": "0.01",
+            "created_time": datetime.now(UTC).isoformat(),
+        }
+        return order_id
 
     def fill_open_orders(self) -> None:
         for order_id, fill in self.open_fills.items():

@@ -1,0 +1,30 @@
+"""Reading a recommendation and its execution back in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.tables import trade_executions, trade_recommendations
+
+
+async def rec_status(engine: AsyncEngine, rec_id: int) -> str:
+    """trade_recommendations.execution_status of ``rec_id``."""
+    async with engine.connect() as conn:
+        query = select(trade_recommendations.c.execution_status).where(trade_recommendations.c.id == rec_id)
+        return str((await conn.execute(query)).scalar_one())
+
+
+async def execution_row(engine: AsyncEngine, rec_id: int) -> Any:
+    """The trade_executions row of ``rec_id``, or None before the executor wrote one."""
+    async with engine.connect() as conn:
+        query = select(trade_executions).where(trade_executions.c.recommendation_id == rec_id)
+        return (await conn.execute(query)).first()
+
+
+async def states(engine: AsyncEngine, rec_id: int) -> tuple[str, str | None, Any]:
+    """(the recommendation's status, its execution's status or None, the execution row or None)."""
+    row = await execution_row(engine, rec_id)
+    return await rec_status(engine, rec_id), (None if row is None else str(row.status)), row
