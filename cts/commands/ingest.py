@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 HELP = "load hourly candles into the candles table from candle CSVs or Coinbase (idempotent)"
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> dict[str, int]:
         engine = create_engine(settings.database_url)
         try:
+            logging.getLogger("alembic").setLevel(logging.WARNING)  # `cts migrate` shows the steps
             await upgrade(engine)
             with Progress() as progress:
                 tasks: dict[str, TaskID] = {}

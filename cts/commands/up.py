@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import time
@@ -103,6 +104,9 @@ async def _prepare_database(settings: Settings, *, keep: bool) -> None:
 
     if not keep:
         _start_fresh(settings)
+    # A fresh database is migrated every run: Alembic's step-by-step INFO lines are noise here (`cts migrate`
+    # still shows them).
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     engine = create_engine(settings.database_url)
     try:
         await upgrade(engine)
@@ -147,7 +151,8 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
     supervisor = Supervisor(eps, child_environment(overrides), args.log_dir, echo=echo if args.no_ui else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: closing the terminal stops the services instead of leaving them running without a supervisor.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
 
     await supervisor.start()

@@ -125,3 +125,32 @@ def test_each_run_starts_a_fresh_embedded_database_unless_kept(tmp_path: Path, m
     _start_fresh(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'elsewhere.db'}"))
     _start_fresh(make_settings("mysql+asyncmy://root@127.0.0.1:3306/crypto_prices"))
     assert (tmp_path / "elsewhere.db").read_text() == "old run"
+
+
+def test_closing_the_terminal_stops_every_service(tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed) stops the services like Ctrl-C; none is left running without its supervisor."""
+    env, url = _environment(tmp_path)
+    console = (tmp_path / "console.txt").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cts", "up", "--no-ui", "--seconds-per-candle", "3600", "--log-dir", str(tmp_path)],
+        env=env,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not _all_serving(env, url):
+            time.sleep(0.5)
+        assert _all_serving(env, url), "the four services never became SERVING"
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        console.close()
+    output = (tmp_path / "console.txt").read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert "all services stopped cleanly" in output
+    assert not _all_serving(env, url)
