@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,36 +65,40 @@ def _all_serving(env: dict[str, str], url: str) -> bool:
     return all(status == "SERVING" for status in health.values())
 
 
-def test_cts_up_trades_on_the_bundled_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    env, url = _environment(tmp_path)
-    # Output to a file, not a pipe nobody reads until the end: a full pipe would stall the services' logging.
+@contextmanager
+def cts_up(tmp_path: Path, env: dict[str, str], seconds_per_candle: str) -> Iterator[subprocess.Popen[str]]:
+    """`cts up --no-ui` as a process, its output in console.txt (a file, not a pipe nobody reads until the end: a
+    full pipe would stall the services' logging); killed if the test leaves it running."""
     console = (tmp_path / "console.txt").open("w")
+    command = ["up", "--no-ui", "--seconds-per-candle", seconds_per_candle, "--log-dir", str(tmp_path)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cts", "up", "--no-ui", "--seconds-per-candle", "0.05", "--log-dir", str(tmp_path)],
-        env=env,
-        stdout=console,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [sys.executable, "-m", "cts", *command], env=env, stdout=console, stderr=subprocess.STDOUT, text=True
     )
     try:
-        deadline = time.monotonic() + 120
-        serving = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _all_serving(env, url):
-                serving = True
-                break
-            time.sleep(0.5)
-        assert serving, "the four services never became SERVING"
-        while time.monotonic() < deadline and asyncio.run(_count(url, trade_executions)) == 0:
-            assert proc.poll() is None, "cts up exited early"
-            time.sleep(1)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         console.close()
+
+
+def _wait_serving(proc: subprocess.Popen[str], env: dict[str, str], url: str, deadline: float) -> None:
+    while time.monotonic() < deadline and proc.poll() is None and not _all_serving(env, url):
+        time.sleep(0.5)
+    assert _all_serving(env, url), "the four services never became SERVING"
+
+
+def test_cts_up_trades_on_the_bundled_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env, url = _environment(tmp_path)
+    with cts_up(tmp_path, env, "0.05") as proc:
+        deadline = time.monotonic() + 120
+        _wait_serving(proc, env, url, deadline)
+        while time.monotonic() < deadline and asyncio.run(_count(url, trade_executions)) == 0:
+            assert proc.poll() is None, "cts up exited early"
+            time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
     output = (tmp_path / "console.txt").read_text()
     assert proc.returncode == 0, output[-3000:]
     assert "all services stopped cleanly" in output
@@ -130,26 +136,10 @@ def test_each_run_starts_a_fresh_embedded_database_unless_kept(tmp_path: Path, m
 def test_closing_the_terminal_stops_every_service(tmp_path: Path) -> None:
     """SIGHUP (the terminal closed) stops the services like Ctrl-C; none is left running without its supervisor."""
     env, url = _environment(tmp_path)
-    console = (tmp_path / "console.txt").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cts", "up", "--no-ui", "--seconds-per-candle", "3600", "--log-dir", str(tmp_path)],
-        env=env,
-        stdout=console,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and not _all_serving(env, url):
-            time.sleep(0.5)
-        assert _all_serving(env, url), "the four services never became SERVING"
+    with cts_up(tmp_path, env, "3600") as proc:
+        _wait_serving(proc, env, url, time.monotonic() + 120)
         proc.send_signal(signal.SIGHUP)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        console.close()
     output = (tmp_path / "console.txt").read_text()
     assert proc.returncode == 0, output[-3000:]
     assert "all services stopped cleanly" in output
