@@ -19,10 +19,3 @@ GRANULARITY_SECONDS: Final = {
 def candle_seconds(granularity: str) -> int:
     """The length of one candle of ``granularity``; KeyError names an unknown granularity."""
     return GRANULARITY_SECONDS[granularity]
-
-
-def last_closed_start(now: float, granularity: str) -> int:
-    """Start of the latest candle closed at ``now`` (Unix seconds): the candle starting at the returned value plus
-    one candle length is still open."""
-    step = candle_seconds(granularity)
-    return (int(now) // step - 1) * step

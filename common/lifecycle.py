@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import ColumnElement, Update, or_, update
 
-from common.errors import FailedPreconditionError, InvalidArgumentError
+from common.errors import FailedPreconditionError
 from common.tables import trade_recommendations
 from crypto_trading.v1 import common_pb2
 
@@ -113,7 +113,6 @@ ORDER_TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.CANCELLED: frozenset(),
 }
 
-FINAL_RECOMMENDATION = frozenset(s for s, targets in RECOMMENDATION_TRANSITIONS.items() if not targets)
 FINAL_ORDER = frozenset(s for s, targets in ORDER_TRANSITIONS.items() if not targets)
 
 
@@ -270,13 +269,6 @@ def _from_proto(mapping: Mapping[E, int], value: int) -> E | None:
     return next((member for member, number in mapping.items() if number == value), None)
 
 
-def signal_type_from_proto(value: int) -> SignalType:
-    kind = _from_proto(_SIGNAL_TYPE_TO_PROTO, value)
-    if kind is None:
-        raise InvalidArgumentError(f"unknown signal type {value}")
-    return kind
-
-
 def status_to_proto(value: ExecutionStatus | str) -> common_pb2.ExecutionStatus.ValueType:
     return _STATUS_TO_PROTO[ExecutionStatus(value)]
 
@@ -298,10 +290,6 @@ def mode_to_proto(value: ExecutionMode | str) -> common_pb2.ExecutionMode.ValueT
     return _MODE_TO_PROTO[ExecutionMode(value)]
 
 
-def mode_from_proto(value: int) -> ExecutionMode | None:
-    return _from_proto(_MODE_TO_PROTO, value)
-
-
 # --- decimals and timestamps on the wire -------------------------------------------------------------------------
 
 
@@ -311,17 +299,6 @@ def decimal_string(value: Decimal | None) -> str:
         return ""
     text = format(value, "f")
     return "0" if text in ("-0", "") else text
-
-
-def parse_decimal(text: str, field: str) -> Decimal:
-    """A decimal string from a request: finite, or INVALID_ARGUMENT naming the field."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise InvalidArgumentError(f"{field} must be a decimal string, got {text[:40]!r}") from None
-    if not value.is_finite():
-        raise InvalidArgumentError(f"{field} must be a finite decimal")
-    return value
 
 
 def to_timestamp(value: datetime) -> Timestamp:

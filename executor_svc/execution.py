@@ -142,14 +142,14 @@ class Executor:
         *,
         max_batch: int = 256,
         lease: timedelta = timedelta(seconds=120),
-        wait_for_other: float = 10.0,
+        replica_wait: float = 10.0,
         order_window: timedelta | None = None,
     ) -> None:
         self.repository = repository
         self.broker = broker
         self.clock = clock
         self.lease = lease  # longer than the broker's worst case for one order (all retries included)
-        self.wait_for_other = wait_for_other  # how long a call waits for another executor's outcome
+        self.replica_wait = replica_wait  # how long a call waits for another executor's outcome
         # A recommendation may be executed within this long of its creation (the orchestrator's window); after it,
         # an order that may have reached the exchange is looked up by its client_order_id, never placed again.
         self.order_window = order_window
@@ -166,7 +166,7 @@ class Executor:
             raise InvalidArgumentError(f"recommendation_id must be between 1 and {MAX_ROW_ID}")
 
     async def process(
-        self, recommendation_id: int, *, take_over: bool = False, wait_for_other: bool = True
+        self, recommendation_id: int, *, take_over: bool = False, wait_for_replica: bool = True
     ) -> ExecutionResult:
         """Execute one recommendation (exactly once). ``take_over``: start-up recovery, whose live leases belong
         to a process that died (or to a replica: both then send the same client_order_id, one order)."""
@@ -178,7 +178,7 @@ class Executor:
         lock = self._locks[recommendation_id]
         try:
             async with lock:
-                return await self._process_live(recommendation_id, take_over, wait_for_other)
+                return await self._process_live(recommendation_id, take_over, wait_for_replica)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(recommendation_id, None)
@@ -262,7 +262,7 @@ class Executor:
             self._report(rec, order, outcome)
         return outcomes
 
-    async def _process_live(self, recommendation_id: int, take_over: bool, wait_for_other: bool) -> ExecutionResult:
+    async def _process_live(self, recommendation_id: int, take_over: bool, wait_for_replica: bool) -> ExecutionResult:
         rec = await self.repository.recommendation(recommendation_id)
         record = await self.repository.execution(recommendation_id)
         prepared = self._prepare(recommendation_id, rec, record)
@@ -275,7 +275,7 @@ class Executor:
             await self.repository.create_execution(rec, order.client_order_id, self.broker.mode, now)
         if not await self.repository.take_lease(rec.id, self.identity, now + self.lease, now, take_over=take_over):
             # Another executor (a replica) is sending it: wait a little for its outcome, holding nothing.
-            for _ in range(int(self.wait_for_other / LEASE_POLL_SECONDS) if wait_for_other else 0):
+            for _ in range(int(self.replica_wait / LEASE_POLL_SECONDS) if wait_for_replica else 0):
                 latest = await self.repository.execution(rec.id)
                 if latest is not None and latest.status in FINAL_ORDER:
                     return result_from_record(latest, replayed=True)
@@ -398,7 +398,7 @@ class Executor:
         resolved = unresolved = 0
         for recommendation_id in await self.repository.unfinished():
             try:
-                result = await self.process(recommendation_id, take_over=take_over, wait_for_other=False)
+                result = await self.process(recommendation_id, take_over=take_over, wait_for_replica=False)
             except Exception:
                 log.exception("could not resolve unfinished execution of recommendation %d", recommendation_id)
                 unresolved += 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from common.clock import Clock
 from common.errors import InvalidArgumentError
-from common.lifecycle import decimal_string, signal_type_to_proto, to_timestamp
+from common.lifecycle import decimal_string, from_timestamp, signal_type_to_proto, to_timestamp
 from crypto_trading.v1 import generator_pb2, generator_pb2_grpc
 from generator_svc.generation import GenerationResult, SignalGenerator
 from generator_svc.repository import SignalRow
@@ -40,7 +40,7 @@ def parse_as_of(request: generator_pb2.GenerateRequest, clock: Clock) -> datetim
         raise InvalidArgumentError("as_of.nanos must be within 0..999999999")
     if not EARLIEST.timestamp() <= stamp.seconds <= (clock() + FUTURE_TOLERANCE).timestamp():
         raise InvalidArgumentError("as_of must be between 2009-01-03 and now")
-    return datetime.fromtimestamp(stamp.seconds, UTC) + timedelta(microseconds=stamp.nanos // 1000)
+    return from_timestamp(stamp)
 
 
 def to_message(row: SignalRow, created: bool) -> generator_pb2.Signal:

@@ -13,10 +13,9 @@ from sqlalchemy import insert, select
 
 from common import lifecycle
 from common.database import create_engine
-from common.errors import InvalidArgumentError
 from common.lifecycle import (
     FINAL_ORDER,
-    FINAL_RECOMMENDATION,
+    RECOMMENDATION_TRANSITIONS,
     ExecutionMode,
     ExecutionStatus,
     IllegalTransitionError,
@@ -70,7 +69,7 @@ def test_every_order_transition(current: OrderStatus, target: OrderStatus) -> No
 
 
 def test_final_states() -> None:
-    assert {E, F} == FINAL_RECOMMENDATION
+    assert {E, F} == {status for status, targets in RECOMMENDATION_TRANSITIONS.items() if not targets}
     assert {OrderStatus.EXECUTED, OrderStatus.FAILED, OrderStatus.CANCELLED} == FINAL_ORDER
 
 
@@ -95,18 +94,14 @@ def test_signal_types_trade_sides() -> None:
 
 
 def test_proto_mappings_round_trip() -> None:
-    for kind in SignalType:
-        assert lifecycle.signal_type_from_proto(lifecycle.signal_type_to_proto(kind)) == kind
+    assert len({lifecycle.signal_type_to_proto(kind) for kind in SignalType}) == len(SignalType)
     for status in ExecutionStatus:
         assert lifecycle.status_from_proto(lifecycle.status_to_proto(status)) == status
-    for mode in ExecutionMode:
-        assert lifecycle.mode_from_proto(lifecycle.mode_to_proto(mode)) == mode
+    assert len({lifecycle.mode_to_proto(mode) for mode in ExecutionMode}) == len(ExecutionMode)
     for side in OrderSide:
         assert lifecycle.order_side_from_proto(lifecycle.order_side_to_proto(side)) == side
     assert lifecycle.status_from_proto(0) is None
     assert lifecycle.order_side_to_proto(None) == 0
-    with pytest.raises(InvalidArgumentError):
-        lifecycle.signal_type_from_proto(99)
 
 
 @pytest.mark.parametrize(
@@ -115,13 +110,6 @@ def test_proto_mappings_round_trip() -> None:
 )
 def test_decimal_strings_never_use_exponents(value: Decimal | None, text: str) -> None:
     assert lifecycle.decimal_string(value) == text
-
-
-def test_parse_decimal_refuses_what_is_not_a_finite_decimal() -> None:
-    assert lifecycle.parse_decimal("0.00002345", "price") == Decimal("0.00002345")
-    for bad in ("abc", "NaN", "Infinity", ""):
-        with pytest.raises(InvalidArgumentError, match="price"):
-            lifecycle.parse_decimal(bad, "price")
 
 
 def test_timestamps_round_trip_in_utc() -> None:
