@@ -3,8 +3,12 @@
 The loader takes the newest ``balanced_realistic_model_<YYYYMMDD_HHMMSS>.joblib`` in MODEL_DIR (by the timestamp
 in the name), or exactly MODEL_PATH, and checks: the card ``<same name>.json`` exists and parses, the SHA-256 of the
 .joblib equals the card's, the card's feature names equal FEATURE_NAMES (51, same order), and the unpickled object
-is an XGBoost classifier expecting 51 features and three classes. Any problem raises ModelLoadError naming the file
-and the problem. There is never a fallback model or rule."""
+is an XGBoost classifier expecting 51 features and three classes, and the probability calibration is present: in
+the booster (attribute ``calibration``, so the SHA-256 covers it) and in the card, the same in both. Any problem
+raises ModelLoadError naming the file and the problem. There is never a fallback model or rule.
+
+``LoadedModel.predict_proba`` returns calibrated probabilities (generator_svc/calibration.py: per-class Platt
+scaling, renormalised to sum 1), so the signal rule acts on calibrated probabilities."""
 
 from __future__ import annotations
 
@@ -19,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from common.errors import StartupError
+from generator_svc.calibration import Calibration, CalibrationError
 from generator_svc.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
 MODEL_PATTERN = re.compile(r"^balanced_realistic_model_(\d{8}_\d{6})\.joblib$")
 CLASSES = ("SELL", "HOLD", "BUY")  # label encoding 0, 1, 2 used by training
+CALIBRATION_ATTRIBUTE = "calibration"  # booster attribute holding the calibration's JSON
 
 
 class ModelLoadError(StartupError):
@@ -40,15 +46,22 @@ class LoadedModel:
     card: dict[str, Any]
     classes: tuple[str, ...]
     estimator: Any
+    calibration: Calibration
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """(n, 51) float matrix in FEATURE_NAMES order -> (n, 3) probabilities in ``classes`` order."""
+    def raw_proba(self, features: np.ndarray) -> np.ndarray:
+        """(n, 51) float matrix in FEATURE_NAMES order -> (n, 3) booster probabilities, before calibration."""
         if features.ndim != 2 or features.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"expected an (n, {len(FEATURE_NAMES)}) matrix, got {features.shape}")
         if features.shape[0] == 0:
             return np.zeros((0, len(self.classes)))
         result = self.estimator.inplace_predict(np.ascontiguousarray(features, dtype=np.float32))
         return np.asarray(result, dtype=np.float64).reshape(features.shape[0], len(self.classes))
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """(n, 51) float matrix in FEATURE_NAMES order -> (n, 3) calibrated probabilities in ``classes`` order,
+        each row summing to 1."""
+        raw = self.raw_proba(features)
+        return raw if raw.shape[0] == 0 else self.calibration.apply(raw)
 
 
 def sha256_of(path: Path) -> str:
@@ -117,6 +130,7 @@ def load_model(model_dir: Path, model_path: Path | None = None) -> LoadedModel:
     probe = np.asarray(estimator.inplace_predict(np.zeros((1, len(FEATURE_NAMES)), dtype=np.float32)))
     if probe.size != len(CLASSES) or card.get("classes") != list(CLASSES):
         raise ModelLoadError(f"{path}: the model must predict the three classes {', '.join(CLASSES)}")
+    calibration = _calibration(path, card_file, card, estimator)
     match = MODEL_PATTERN.match(path.name)
     stamp = match.group(1) if match else path.stem
     model = LoadedModel(
@@ -127,6 +141,26 @@ def load_model(model_dir: Path, model_path: Path | None = None) -> LoadedModel:
         card=card,
         classes=CLASSES,
         estimator=estimator,
+        calibration=calibration,
     )
     log.info("Loaded model %s sha256=%s features=%d", path.name, actual, len(FEATURE_NAMES))
     return model
+
+
+def _calibration(path: Path, card_file: Path, card: dict[str, Any], estimator: Any) -> Calibration:
+    """The calibration stored in the booster, which must be present, valid and the same as the card's."""
+    recorded = card.get("calibration")
+    if not isinstance(recorded, dict):
+        raise ModelLoadError(f"{card_file}: the card records no probability calibration")
+    stored = estimator.attr(CALIBRATION_ATTRIBUTE)
+    if not stored:
+        raise ModelLoadError(f"{path}: the model carries no probability calibration")
+    try:
+        inside = json.loads(stored)
+        calibration = Calibration.from_dict(inside, CLASSES)
+        on_card = Calibration.from_dict(recorded, CLASSES)
+    except (ValueError, CalibrationError) as exc:
+        raise ModelLoadError(f"{path}: unusable probability calibration ({exc})") from None
+    if calibration != on_card:
+        raise ModelLoadError(f"{card_file}: the card's calibration differs from the model's")
+    return calibration

@@ -1,9 +1,10 @@
-"""`cts train`: train the balanced realistic XGBoost model on candle CSVs (CANDLES_DIR,
-../shared/data/candles) or on the candles table."""
+"""`cts train`: walk-forward training of the XGBoost model with calibrated probabilities, on a candle directory
+(hourly and/or 5-minute CSVs: CANDLES_DIR, ../shared/data/candles, or --candles) or on the candles table."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--candles",
         type=Path,
         default=None,
-        help="CSV directory (--source csv; default CANDLES_DIR, then ../shared/data/candles)",
+        help="CSV directory of <SYMBOL>_1h.csv.gz and/or <SYMBOL>_5m.csv.gz files; 5-minute files give hourly "
+        "bars at all 12 phases (--source csv; default CANDLES_DIR, then ../shared/data/candles)",
     )
     parser.add_argument("--output", type=Path, default=None, help="model directory (default MODEL_DIR)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="XGBoost seed (default 42): same data and seed, same model"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,14 +32,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from cts.settings import settings_or_exit
-    from generator_svc.training import load_csv_candles, train
+    from generator_svc.training import CandleSet, TrainingConfig, load_candle_directory, train
 
     settings = settings_or_exit()
-    console = Console()
+    console = Console(highlight=False)
     if args.source == "csv":
         from cts.commands.ingest import csv_directory
 
-        candles = load_csv_candles(csv_directory(args.candles or settings.candles_dir))
+        directory = args.candles if args.candles is not None else csv_directory(settings.candles_dir)
+        candles = load_candle_directory(directory)
     else:
         from common.database import create_engine
         from generator_svc.candle_repository import all_candles
@@ -47,11 +53,19 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 await engine.dispose()
 
-        candles = asyncio.run(load())
-    if not candles:
-        console.print("cts train: no candles found")
-        return 1
+        hourly = asyncio.run(load())
+        if not hourly:
+            console.print("cts train: no candles found")
+            return 1
+        candles = CandleSet(hourly=hourly, five_minute={})
+    config = TrainingConfig() if args.seed is None else TrainingConfig(seed=args.seed)
+    started = time.monotonic()
     with console.status("training ...") as status:
-        path = train(candles, args.output or settings.model_dir, progress=lambda m: status.update(m))
-    console.print(f"model: {path}")
+
+        def progress(message: str) -> None:
+            status.update(message)
+            console.log(message)
+
+        path = train(candles, args.output or settings.model_dir, config=config, progress=progress)
+    console.print(f"model: {path} ({time.monotonic() - started:.0f} s)")
     return 0

@@ -131,3 +131,53 @@ def test_generator_refuses_to_start(model_dir: Path, damage: str, sqlite_url: st
     line = [x for x in proc.stderr.splitlines() if x.startswith("generator: cannot start")]
     assert len(line) == 1, proc.stderr
     assert "model" in line[0] or ".joblib" in line[0]
+
+
+def test_predictions_are_the_calibrated_probabilities() -> None:
+    model = load_model(MODELS)
+    rng = np.random.default_rng(3)
+    features = rng.normal(0, 0.02, (50, 51))
+    raw = model.raw_proba(features)
+    calibrated = model.predict_proba(features)
+    np.testing.assert_allclose(calibrated, model.calibration.apply(raw))
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0)
+    assert model.card["calibration"]["method"] == "platt"
+    assert model.estimator.attr("calibration")
+
+
+def test_calibration_missing_from_the_card(model_dir: Path) -> None:
+    model = _only(model_dir)
+    card = json.loads(card_path(model).read_text())
+    del card["calibration"]
+    card_path(model).write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="no probability calibration"):
+        load_model(model_dir)
+
+
+def test_calibration_missing_from_the_model(model_dir: Path) -> None:
+    model = _only(model_dir)
+    booster = joblib.load(model)
+    booster.set_attr(calibration=None)
+    joblib.dump(booster, model, compress=3)
+    _rewrite_card(model, sha256=sha256_of(model))
+    with pytest.raises(ModelLoadError, match="carries no probability calibration"):
+        load_model(model_dir)
+
+
+def test_calibration_of_card_and_model_must_agree(model_dir: Path) -> None:
+    model = _only(model_dir)
+    card = json.loads(card_path(model).read_text())
+    card["calibration"]["per_class"]["BUY"]["b"] += 0.5
+    card_path(model).write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="differs"):
+        load_model(model_dir)
+
+
+def test_unusable_calibration(model_dir: Path) -> None:
+    model = _only(model_dir)
+    booster = joblib.load(model)
+    booster.set_attr(calibration='{"method": "platt", "per_class": {}}')
+    joblib.dump(booster, model, compress=3)
+    _rewrite_card(model, sha256=sha256_of(model))
+    with pytest.raises(ModelLoadError, match="unusable probability calibration"):
+        load_model(model_dir)
