@@ -16,10 +16,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select, update
 
-from bench.harness import Cluster, bench_database, rss_mb, summary_ms
-from bench.seed import seed_candles, seed_recommendations, synthetic_symbols
+from bench.harness import Cluster, bench_database, rss_mb, summary_ms, wait_for_first_cycle
+from bench.seed import seed_candles, seed_prices, seed_recommendations, synthetic_symbols
 from common.database import create_engine
 from common.lifecycle import ExecutionStatus
+from common.services import service
 from common.tables import system_control, trade_executions, trade_recommendations
 from crypto_trading.v1 import (
     executor_pb2,
@@ -34,6 +35,9 @@ from testkit.processes import PIPELINE_ENV, wait_serving
 
 HOUR = 3600
 HISTORY = 500
+# A paper BUY opens a position, one per symbol, at most MAX_OPEN_POSITIONS at once: the scenarios that push many
+# BUYs through spread them over as many symbols and lift the limit (bench configuration only).
+BENCH_ENV = PIPELINE_ENV | {"MAX_OPEN_POSITIONS": "10000"}
 
 
 def _ts(start_time: int) -> Timestamp:
@@ -108,7 +112,7 @@ async def generation(name: str, engine_name: str, tmp: Path, quick: bool) -> dic
             symbols = synthetic_symbols(count)
             last_start = await seed_candles(engine, symbols, HISTORY + steps + 2)
             await engine.dispose()
-            cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}-{count}", PIPELINE_ENV | {"BUY_THRESHOLD": "0.5"})
+            cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}-{count}", BENCH_ENV | {"BUY_THRESHOLD": "0.5"})
             await cluster.start(["generator"])
             try:
                 samples = await _generation_rpc(symbols, cluster, last_start, steps)
@@ -131,68 +135,52 @@ async def _execution_of(engine: Any, signal_id: int) -> Any:
         return row.first()
 
 
-async def _wait_until_nothing_pending(engine: Any, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    await asyncio.sleep(1.0)
-    while time.monotonic() < deadline:
-        async with engine.connect() as conn:
-            pending = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(trade_recommendations)
-                    .where(trade_recommendations.c.execution_status == ExecutionStatus.PENDING)
-                )
-            ).scalar_one()
-        if pending == 0:
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError("the start-up cycle's recommendations did not settle")
-
-
 async def signal_to_order(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
     """Generator commit of a BUY signal -> executor commit of its paper execution, through the nudges only (the
     loops are parked at 24 h). t0 = the arrival of Generate's response (the signal's
     commit precedes it by one response transit, ~0.3 ms here; trading_signals.created_at cannot serve, its original
     type keeps whole seconds on MySQL); t1 = trade_executions.completed_at (microseconds), stamped by the executor
-    just before its commit. Both come from the same host clock."""
+    just before its commit. Both come from the same host clock.
+
+    Each round signals a symbol of its own: an executed BUY opens a position, and the bridge refuses a BUY of a
+    symbol that holds one (position_open). The candles are seeded once the generator's start-up cycle has run (on
+    an empty database), so no symbol holds a position before its round."""
     rounds = 20 if quick else 200
     async with bench_database(engine_name, tmp) as url:
         engine = create_engine(url)
-        symbols = synthetic_symbols(20)
-        last_start = await seed_candles(engine, symbols, HISTORY + rounds // len(symbols) + 3)
-        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        symbols = synthetic_symbols(rounds)
+        metrics_port = free_port()
+        env = BENCH_ENV | {f"{service('generator').env_prefix}_METRICS_PORT": str(metrics_port)}
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", env)
         await cluster.start()
-        # The generator's start-up cycle signals the newest candle of every symbol; let those trades finish first,
-        # or the bridge rightly refuses a measured signal while its symbol still has an open (PENDING) BUY.
-        await _wait_until_nothing_pending(engine)
+        await wait_for_first_cycle(metrics_port, "generator")  # the next one is a day later
+        last_start = await seed_candles(engine, symbols, HISTORY + 2)
         samples: list[float] = []
         missing = 0
         not_buy = 0
         try:
             async with grpc.aio.insecure_channel(cluster.address("generator")) as channel:
                 stub = generator_pb2_grpc.SignalGeneratorServiceStub(channel)
-                per_symbol = rounds // len(symbols)
-                for step in range(per_symbol):
-                    as_of = last_start - (per_symbol - step) * HOUR + HOUR  # never the newest (see above)
-                    for symbol in symbols:
-                        response = await stub.Generate(
-                            generator_pb2.GenerateRequest(symbols=[symbol], as_of=_ts(as_of)), timeout=30
-                        )
-                        t0 = datetime.now(UTC)
-                        signal = next((s for s in response.signals if s.created), None)
-                        if signal is None or signal.signal_type != 1:  # SIGNAL_TYPE_BUY (P(sell) > 0.6 gives SELL)
-                            not_buy += 1
-                            continue
-                        row = None
-                        for _ in range(400):
-                            row = await _execution_of(engine, signal.id)
-                            if row is not None:
-                                break
-                            await asyncio.sleep(0.005)
-                        if row is None:
-                            missing += 1
-                            continue
-                        samples.append((row.completed_at - t0).total_seconds())
+                as_of = last_start  # the close of the candle before the newest
+                for symbol in symbols:
+                    response = await stub.Generate(
+                        generator_pb2.GenerateRequest(symbols=[symbol], as_of=_ts(as_of)), timeout=30
+                    )
+                    t0 = datetime.now(UTC)
+                    signal = next((s for s in response.signals if s.created), None)
+                    if signal is None or signal.signal_type != 1:  # SIGNAL_TYPE_BUY (P(sell) > 0.6 gives SELL)
+                        not_buy += 1
+                        continue
+                    row = None
+                    for _ in range(400):
+                        row = await _execution_of(engine, signal.id)
+                        if row is not None:
+                            break
+                        await asyncio.sleep(0.005)
+                    if row is None:
+                        missing += 1
+                        continue
+                    samples.append((row.completed_at - t0).total_seconds())
         finally:
             await cluster.stop()
             await engine.dispose()
@@ -224,9 +212,10 @@ async def throughput(name: str, engine_name: str, tmp: Path, quick: bool) -> dic
     count = 500 if quick else 3000
     async with bench_database(engine_name, tmp) as url:
         engine = create_engine(url)
-        await seed_candles(engine, ["BTC-USD"], 10)
-        await seed_recommendations(engine, count)
-        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        symbols = synthetic_symbols(count)  # one BUY per symbol: each opens a position
+        await seed_prices(engine, symbols)
+        await seed_recommendations(engine, symbols)
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", BENCH_ENV)
         await cluster.start(["executor", "orchestrator"])
         try:
             async with grpc.aio.insecure_channel(cluster.address("orchestrator")) as channel:
@@ -265,10 +254,11 @@ async def grpc_overhead(name: str, engine_name: str, tmp: Path, quick: bool) -> 
     count = 50 if quick else 300
     async with bench_database(engine_name, tmp) as url:
         engine = create_engine(url)
-        await seed_candles(engine, ["BTC-USD"], 10)
-        ids = await seed_recommendations(engine, count)
+        symbols = synthetic_symbols(count)  # one BUY per symbol: each opens a position
+        await seed_prices(engine, symbols)
+        ids = await seed_recommendations(engine, symbols)
         await engine.dispose()
-        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", BENCH_ENV)
         await cluster.start(["executor"])
         port = free_port()
         echo = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.echo_server", str(port))
@@ -310,7 +300,7 @@ async def memory_and_startup(name: str, engine_name: str, tmp: Path, quick: bool
         symbols = synthetic_symbols(20)
         last_start = await seed_candles(engine, symbols, HISTORY + 10)
         await engine.dispose()
-        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", PIPELINE_ENV)
+        cluster = Cluster(url, tmp / f"logs-{name}-{engine_name}", BENCH_ENV)
         await cluster.start()
         try:
             startup = {n: round(s.startup_s, 2) for n, s in cluster.services.items()}

@@ -9,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import utc_now
@@ -27,8 +27,8 @@ def _read(path: Path) -> list[tuple[int, str, str, str, str, str]]:
         return [(int(r["timestamp"]), r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in reader]
 
 
-def synthetic_symbols(count: int) -> list[str]:
-    return [f"B{i:03d}-USD" for i in range(count)]
+def synthetic_symbols(count: int, prefix: str = "B") -> list[str]:
+    return [f"{prefix}{i:04d}-USD" for i in range(count)]
 
 
 async def seed_candles(engine: AsyncEngine, symbols: list[str], candles: int) -> int:
@@ -60,8 +60,33 @@ async def seed_candles(engine: AsyncEngine, symbols: list[str], candles: int) ->
     return last_start
 
 
-async def seed_recommendations(engine: AsyncEngine, count: int, symbol: str = "BTC-USD") -> list[int]:
-    """``count`` PENDING BUY recommendations of $10 (distinct signal ids, no pending_key so they can coexist)."""
+async def seed_prices(engine: AsyncEngine, symbols: list[str], price: str = "9000") -> None:
+    """One candle per symbol (the last closed hour) at ``price``: what paper fills are priced at."""
+    start = (int(utc_now().timestamp()) // HOUR - 1) * HOUR
+    value = Decimal(price)
+    rows = [
+        {
+            "symbol": symbol,
+            "granularity": "ONE_HOUR",
+            "start_time": start,
+            "open": value,
+            "high": value,
+            "low": value,
+            "close": value,
+            "volume": Decimal(1),
+            "source": "csv",
+        }
+        for symbol in symbols
+    ]
+    async with engine.begin() as conn:
+        for first in range(0, len(rows), 1000):
+            await conn.execute(insert(market_candles), rows[first : first + 1000])
+
+
+async def seed_recommendations(engine: AsyncEngine, symbols: list[str]) -> list[int]:
+    """One PENDING BUY recommendation of $10 per symbol (distinct signal ids): a paper BUY opens a position, and a
+    symbol holds one position at a time, so many recommendations need as many symbols (with a price each:
+    :func:`seed_prices`)."""
     now = utc_now() - timedelta(seconds=5)
     rows = [
         {
@@ -73,17 +98,16 @@ async def seed_recommendations(engine: AsyncEngine, count: int, symbol: str = "B
             "entry_price": Decimal("9000"),
             "amount_crypto": Decimal("0.00111111"),
             "execution_status": ExecutionStatus.PENDING,
+            "pending_key": f"{symbol}:BUY",
             "is_mock": True,
             "created_at": now,
             "updated_at": now,
         }
-        for i in range(count)
+        for i, symbol in enumerate(symbols)
     ]
     async with engine.begin() as conn:
-        for start in range(0, count, 1000):
+        for start in range(0, len(rows), 1000):
             await conn.execute(insert(trade_recommendations), rows[start : start + 1000])
     async with engine.connect() as conn:
-        from sqlalchemy import select
-
         ids = (await conn.execute(select(trade_recommendations.c.id).order_by(trade_recommendations.c.id))).scalars()
         return list(ids)

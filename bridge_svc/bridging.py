@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from bridge_svc.admission import (
+    EXIT_PENDING,
+    MAX_POSITIONS,
+    NO_POSITION,
+    POSITION_OPEN,
+    PositionBook,
+    admission_order,
+)
 from bridge_svc.eligibility import ALREADY_PROCESSED, NO_PRICE, NOT_FOUND, EligibilityRules, skip_reason
 from bridge_svc.pricing import PricingTerms
 from bridge_svc.recommendations import NewRecommendation, Recommendation, propose
@@ -23,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # Eligible, but amount_usd / entry_price rounds down to 0 units.
 ORDER_TOO_SMALL = "order_too_small"
-UNPRICEABLE = frozenset({NO_PRICE, ORDER_TOO_SMALL})
+# Eligible, but no recommendation can be made of it: marked processed with the reason, never retried.
+SKIPPED_FOR_GOOD = frozenset({NO_PRICE, ORDER_TOO_SMALL, NO_POSITION, POSITION_OPEN, MAX_POSITIONS, EXIT_PENDING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,10 @@ class BridgeStore(Protocol):
         """Mark an unprocessed signal processed without a recommendation; False if it already was processed."""
         ...
 
+    async def position_book(self) -> PositionBook:
+        """Open positions (of the executor's mode) and the symbols with a PENDING BUY or SELL."""
+        ...
+
 
 @dataclass
 class BridgeOutcome:
@@ -70,7 +83,11 @@ class SignalBridge:
         *,
         batch_size: int,
         on_created: Callable[[list[int]], None] | None = None,
+        max_open_positions: int = 10,
+        refresh_clock: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._max_open = max_open_positions
+        self._refresh_clock = refresh_clock
         self._store = store
         self._rules = rules
         self._terms = terms
@@ -82,6 +99,8 @@ class SignalBridge:
         """Bridge the named signals (unknown ids are skipped as "not_found"), or, with none named, one batch of the
         oldest eligible signals."""
         outcome = BridgeOutcome()
+        if self._refresh_clock is not None:
+            await self._refresh_clock()
         now = self._clock()
         named = bool(signal_ids)
         if named:
@@ -96,8 +115,9 @@ class SignalBridge:
                     candidates.append(signal)
         else:
             candidates = await self._store.eligible_signals(self._rules, now, self._batch_size)
-        for signal in candidates:
-            await self._bridge_one(signal, now, outcome, named)
+        book = await self._store.position_book() if candidates else PositionBook()
+        for signal in sorted(candidates, key=admission_order):
+            await self._bridge_one(signal, now, outcome, named, book)
         if outcome.created and self._on_created is not None:
             self._on_created([r.id for r in outcome.created])
         return outcome
@@ -113,14 +133,18 @@ class SignalBridge:
                 break
         return total
 
-    async def _bridge_one(self, signal: TradingSignal, now: datetime, outcome: BridgeOutcome, named: bool) -> None:
+    async def _bridge_one(
+        self, signal: TradingSignal, now: datetime, outcome: BridgeOutcome, named: bool, book: PositionBook
+    ) -> None:
         reason = skip_reason(signal, self._rules, now)
         proposal = None
         if reason is None:
-            proposal = propose(signal, self._terms, now)
+            reason = book.refusal(signal.signal_type, signal.symbol, self._max_open)
+        if reason is None:
+            proposal = propose(signal, self._terms, now, held=book.held.get(signal.symbol))
             if proposal.levels.amount_crypto <= 0:
                 reason = ORDER_TOO_SMALL
-        if reason in UNPRICEABLE and not await self._store.mark_skipped(signal.id, reason):
+        if reason in SKIPPED_FOR_GOOD and not await self._store.mark_skipped(signal.id, reason):
             reason = ALREADY_PROCESSED  # eligible but cannot be priced: marked processed, never retried
         if reason is not None or proposal is None:
             self._skip(outcome, signal.id, reason or ALREADY_PROCESSED, named)
@@ -130,6 +154,7 @@ class SignalBridge:
             self._skip(outcome, signal.id, result.reason, named)
             return
         recommendation = result.recommendation
+        book.written(proposal.signal_type, proposal.symbol)
         outcome.created.append(recommendation)
         RECOMMENDATIONS.labels(recommendation.execution_status).inc()
         levels = proposal.levels

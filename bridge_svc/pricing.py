@@ -87,3 +87,19 @@ def price_levels(side: str, entry_price: Decimal, terms: PricingTerms) -> PriceL
         amount_crypto=amount_crypto(amount_usd, entry),
         position_size_percent=terms.position_size_percent.quantize(PERCENT_QUANTUM, rounding=ROUND_HALF_EVEN),
     )
+
+
+def closing_levels(entry_price: Decimal, quantity: Decimal, terms: PricingTerms) -> PriceLevels:
+    """A SELL that closes a whole position of ``quantity`` units: the SELL's levels, with amount_crypto = the
+    quantity held (rounded down to the column's 8 decimals; the executor sells the whole position whatever this
+    says) and amount_usd = that amount's value at ``entry_price`` (rounded down to 8 decimals)."""
+    levels = price_levels(OrderSide.SELL, entry_price, terms)
+    units = quantity.quantize(AMOUNT_CRYPTO_QUANTUM, rounding=ROUND_DOWN)  # the column's 8 decimals
+    return PriceLevels(
+        entry_price=levels.entry_price,
+        stop_loss=levels.stop_loss,
+        take_profit=levels.take_profit,
+        amount_usd=(units * levels.entry_price).quantize(AMOUNT_USD_QUANTUM, rounding=ROUND_DOWN),
+        amount_crypto=units,
+        position_size_percent=levels.position_size_percent,
+    )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from bridge_svc.pricing import PriceLevels, PricingTerms, price_levels
+from bridge_svc.pricing import PriceLevels, PricingTerms, closing_levels, price_levels
 from bridge_svc.reasoning import reasoning_for
 from bridge_svc.signals import TradingSignal
 from common.lifecycle import ExecutionStatus, SignalType, pending_key
@@ -39,16 +39,23 @@ class Recommendation:
     execution_status: ExecutionStatus = ExecutionStatus.PENDING
 
 
-def propose(signal: TradingSignal, terms: PricingTerms, now: datetime) -> NewRecommendation:
-    """The recommendation for an eligible ``signal`` (BUY or SELL with a positive price)."""
+def propose(
+    signal: TradingSignal, terms: PricingTerms, now: datetime, held: Decimal | None = None
+) -> NewRecommendation:
+    """The recommendation for an eligible ``signal`` (BUY or SELL with a positive price). A SELL closes the
+    position of ``held`` units (bridge_svc.admission)."""
     if signal.price is None:
         raise ValueError("an eligible signal has a price")
+    if signal.signal_type == SignalType.SELL and held is not None:
+        levels = closing_levels(signal.price, held, terms)
+    else:
+        levels = price_levels(signal.signal_type, signal.price, terms)
     return NewRecommendation(
         signal_id=signal.id,
         symbol=signal.symbol,
         signal_type=SignalType(signal.signal_type),
         confidence=signal.confidence,
-        levels=price_levels(signal.signal_type, signal.price, terms),
+        levels=levels,
         reasoning=reasoning_for(signal),
         is_mock=signal.is_mock,
         created_at=now.replace(microsecond=0),

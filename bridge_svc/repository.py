@@ -20,14 +20,15 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge_svc.admission import PositionBook
 from bridge_svc.bridging import Refused, Written
 from bridge_svc.eligibility import ALREADY_PROCESSED, OPEN_POSITION, TRADABLE_TYPES, EligibilityRules
 from bridge_svc.recommendations import NewRecommendation, Recommendation
 from bridge_svc.signals import TradingSignal
 from common.database import is_lock_conflict
 from common.errors import UnavailableError
-from common.lifecycle import ExecutionStatus
-from common.tables import trade_recommendations, trading_signals
+from common.lifecycle import ExecutionMode, ExecutionStatus, ExitReason, PositionStatus, SignalType
+from common.tables import positions, trade_recommendations, trading_signals
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,32 @@ def _signal(row: Row[Any]) -> TradingSignal:
 class BridgeRepository:
     """The bridge's reads and writes. Every public method is one short transaction (or a few, on retry)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, mode: ExecutionMode = ExecutionMode.PAPER) -> None:
         self._engine = engine
+        self._mode = mode
+
+    async def position_book(self) -> PositionBook:
+        """Open positions of the executor's mode and the symbols with a PENDING BUY or SELL recommendation."""
+        p, r = positions.c, trade_recommendations.c
+
+        async def read() -> PositionBook:
+            async with self._engine.connect() as conn:
+                held = await conn.execute(
+                    select(p.symbol, p.quantity).where(
+                        p.status == PositionStatus.OPEN.value, p.mode == self._mode.value
+                    )
+                )
+                pending = await conn.execute(
+                    select(r.symbol, r.signal_type).where(r.execution_status == ExecutionStatus.PENDING.value)
+                )
+                book = PositionBook(held={row.symbol: row.quantity for row in held})
+                for row in pending:
+                    side = SignalType(row.signal_type).side
+                    if side is not None:
+                        book.written(side, row.symbol)
+                return book
+
+        return await self._run(read)
 
     async def signals_by_id(self, signal_ids: Sequence[int]) -> dict[int, TradingSignal]:
         async def read() -> dict[int, TradingSignal]:
@@ -146,6 +171,8 @@ class BridgeRepository:
                         created_at=proposal.created_at,
                         updated_at=proposal.created_at,
                         pending_key=proposal.pending_key,
+                        # A SELL signal closes the position: the reason every exit records.
+                        exit_reason=ExitReason.SIGNAL.value if proposal.signal_type == SignalType.SELL else None,
                     )
                 )
                 (recommendation_id,) = result.inserted_primary_key or (None,)

@@ -13,9 +13,10 @@ from bridge_svc.orchestrator_nudge import OrchestratorNudge
 from bridge_svc.pricing import PricingTerms
 from bridge_svc.repository import BridgeRepository
 from bridge_svc.service import SignalBridgeServicer
-from common.clock import utc_now
 from common.config import Settings
+from common.lifecycle import ExecutionMode
 from common.loops import run_periodically
+from common.market_clock import MarketClock
 from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import bridge_pb2, bridge_pb2_grpc
 
@@ -40,14 +41,19 @@ def terms_from(settings: Settings) -> PricingTerms:
 
 
 async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
+    replay = settings.market_data_source == "replay"
     nudge = OrchestratorNudge(settings)
+    clock = MarketClock(engine if replay else None)
     bridge = SignalBridge(
-        BridgeRepository(engine),
+        BridgeRepository(engine, ExecutionMode(settings.execution_mode.upper())),
         rules_from(settings),
         terms_from(settings),
-        utc_now,
+        clock,
         batch_size=settings.bridge_max_signal_ids,
-        on_created=nudge.nudge,
+        # In replay the replay itself runs the orchestrator after the bridge, on market time.
+        on_created=None if replay else nudge.nudge,
+        max_open_positions=settings.max_open_positions,
+        refresh_clock=clock.refresh,
     )
     servicer = SignalBridgeServicer(bridge, settings.bridge_max_signal_ids)
 
@@ -62,7 +68,8 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
 
     return ServiceParts(
         register=[lambda server: bridge_pb2_grpc.add_SignalBridgeServiceServicer_to_server(servicer, server)],
-        background=[bridge_loop, orchestrator_nudge],
+        # In replay the replay conducts (bridge after each released candle): no wall-clock loop, no nudges.
+        background=[] if replay else [bridge_loop, orchestrator_nudge],
         on_stop=[nudge.close],
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -88,6 +89,8 @@ class Settings(BaseSettings):
     stop_loss_percent: Annotated[Decimal, Field(gt=0, lt=100)] = Decimal("2.0")
     take_profit_percent: Annotated[Decimal, Field(gt=0, le=1000)] = Decimal("4.0")
     position_size_percent: Annotated[Decimal, Field(gt=0, le=100)] = Decimal("1.00")
+    # A BUY signal becomes a recommendation only while fewer positions are open (or about to open).
+    max_open_positions: Annotated[int, Field(ge=1, le=10_000)] = 10
 
     # --- orchestrator ---
     orchestrator_interval_seconds: PositiveSeconds = 30.0
@@ -114,6 +117,10 @@ class Settings(BaseSettings):
     paper_slippage_bps: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal("5")
     paper_taker_fee_rate: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.006")
     paper_starting_cash_usd: Annotated[Decimal, Field(ge=0)] = Decimal("10000")
+    # Positions: closed at market once open this long (the model's label horizon; 0 disables the time limit), and
+    # checked against their stop-loss, take-profit and time limit this often (in replay: once per released candle).
+    max_holding_hours: Annotated[float, Field(ge=0.0, le=24.0 * 365)] = 24.0
+    position_check_interval_seconds: PositiveSeconds = 60.0
 
     @field_validator("database_url")
     @classmethod
@@ -188,6 +195,11 @@ def executor_deadline_seconds(settings: Settings) -> float:
     if settings.execution_mode == "live":
         return settings.executor_timeout_seconds + coinbase_attempt_budget_seconds(settings)
     return settings.executor_timeout_seconds
+
+
+def exit_rules_max_holding(settings: Settings) -> timedelta | None:
+    """MAX_HOLDING_HOURS as a duration; None when 0 (no time limit)."""
+    return timedelta(hours=settings.max_holding_hours) if settings.max_holding_hours > 0 else None
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -88,6 +88,25 @@ class ExecutionMode(StrEnum):
     LIVE = "LIVE"
 
 
+class PositionStatus(StrEnum):
+    OPEN = "OPEN"
+    CLOSED = "CLOSED"
+
+
+class ExitReason(StrEnum):
+    """Why a SELL closes a position (trade_recommendations.exit_reason, positions.exit_reason)."""
+
+    SIGNAL = "signal"
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    TIME_LIMIT = "time_limit"
+
+
+def open_position_key(mode: ExecutionMode | str, symbol: str) -> str:
+    """positions.open_key while a position is OPEN: the database refuses a second open position per mode and symbol."""
+    return f"{mode}:{symbol}"
+
+
 # --- allowed transitions -----------------------------------------------------------------------------------------
 
 
@@ -258,6 +277,18 @@ _MODE_TO_PROTO: Mapping[ExecutionMode, common_pb2.ExecutionMode.ValueType] = {
     ExecutionMode.PAPER: common_pb2.EXECUTION_MODE_PAPER,
     ExecutionMode.LIVE: common_pb2.EXECUTION_MODE_LIVE,
 }
+
+
+_EXIT_TO_PROTO: Mapping[ExitReason, common_pb2.ExitReason.ValueType] = {
+    ExitReason.SIGNAL: common_pb2.EXIT_REASON_SIGNAL,
+    ExitReason.STOP_LOSS: common_pb2.EXIT_REASON_STOP_LOSS,
+    ExitReason.TAKE_PROFIT: common_pb2.EXIT_REASON_TAKE_PROFIT,
+    ExitReason.TIME_LIMIT: common_pb2.EXIT_REASON_TIME_LIMIT,
+}
+
+
+def exit_reason_to_proto(value: ExitReason | str) -> common_pb2.ExitReason.ValueType:
+    return _EXIT_TO_PROTO[ExitReason(value)]
 
 
 def signal_type_to_proto(value: SignalType | str) -> common_pb2.SignalType.ValueType:

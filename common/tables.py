@@ -117,6 +117,8 @@ def _recommendation_columns() -> list[Column[Any]]:
         Column("claimed_until", UtcDateTime(fsp=6)),
         # Why it ended FAILED or CANCELLED.
         Column("status_reason", Text),
+        # A SELL that closes a position: why (signal, stop_loss, take_profit, time_limit; migration 0005).
+        Column("exit_reason", String(20)),
     ]
 
 
@@ -193,6 +195,41 @@ paper_balances = Table(
     Column("asset", String(20), primary_key=True),
     Column("available", Money(30, 10), nullable=False),
     Column("updated_at", UtcDateTime(fsp=6), nullable=False, server_default=_NOW),
+)
+
+POSITION_STATUSES = ("OPEN", "CLOSED")
+EXIT_REASONS = ("signal", "stop_loss", "take_profit", "time_limit")
+
+# One row per position (migration 0005): opened by an executed BUY, closed by the SELL that sells all of it (a SELL
+# signal, the stop-loss, the take-profit or the time limit). Written in the same transaction as the execution that
+# changes it. open_key = "MODE:SYMBOL" while OPEN (NULL once closed): at most one open position per mode and symbol.
+positions = Table(
+    "positions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("mode", Enum(*EXECUTION_MODES, name="execution_mode"), nullable=False),
+    Column("symbol", String(50), nullable=False),
+    Column("status", Enum(*POSITION_STATUSES, name="position_status"), nullable=False),
+    Column("open_key", String(80)),
+    Column("quantity", Money(28, 10), nullable=False),
+    Column("entry_price", Money(24, 10), nullable=False),  # average fill price
+    Column("entry_cost", Money(20, 8), nullable=False),  # USD paid, fees included
+    Column("stop_loss", Money(24, 10)),
+    Column("take_profit", Money(24, 10)),
+    Column("opened_at", UtcDateTime(fsp=6), nullable=False),
+    Column("entry_recommendation_id", Integer, nullable=False),
+    # Live: the attached bracket order (take-profit / stop-loss) that protects the position on Coinbase.
+    Column("bracket_order_id", String(100)),
+    Column("closed_at", UtcDateTime(fsp=6)),
+    Column("exit_recommendation_id", Integer),
+    Column("exit_reason", Enum(*EXIT_REASONS, name="exit_reason")),
+    Column("exit_price", Money(24, 10)),
+    Column("fees", Money(20, 8), nullable=False, server_default=text("0")),  # entry and exit fees, USD
+    Column("realized_pnl", Money(20, 8)),  # proceeds after fees - entry_cost, once closed
+    Column("updated_at", UtcDateTime(fsp=6), nullable=False, server_default=_NOW),
+    UniqueConstraint("open_key", name="uq_positions_open_key"),
+    UniqueConstraint("entry_recommendation_id", name="uq_positions_entry_recommendation"),
+    Index("idx_positions_status", "status"),
 )
 
 # Small key/value table read by every replica, for example the trading halt ("trading_halt").

@@ -1,16 +1,22 @@
-"""`cts backtest`: replay candles through the production decision code and paper fills, in market time.
+"""`cts backtest`: the replay's pipeline on historical candles, in market time, in memory.
 
-Shared with production (no second implementation): the features (generator_svc.features.compute_features), the
-model and its loader (generator_svc.model_store), the signal rule (generator_svc.signal_rule), the bridge's
-eligibility and pricing rules (bridge_svc.eligibility, bridge_svc.pricing) and the executor's paper fill math
-(executor_svc.paper_fill). What differs from the live system, on purpose:
+It runs the steps the replay runs for every released candle (generator_svc.replay_conductor), in the same order,
+through the same code:
 
-- time is market time: one step per hourly candle, orders fill at the close of the signal's candle (the paper
-  executor in replay mode does the same);
-- the live system's wall-clock windows (signals younger than 1 h, pending recommendations younger than 2 h, at most
-  3 executions per 30 s) do not apply: every eligible signal is executed at once;
-- stop-loss and take-profit levels are recorded, not acted on (the live system places market orders only);
-- one open position rule as in the live system's paper portfolio: BUY needs cash, SELL needs holdings.
+1. protective exits of the open positions (executor_svc.exits.decide_exit; the paper fill and position math of
+   executor_svc.paper_broker.settle_paper_order);
+2. the generator's decision on the candle (generator_svc.features, the model and its loader, generator_svc.signal_rule);
+3. the bridge: eligibility (bridge_svc.eligibility), positions (bridge_svc.admission, in admission order), pricing
+   (bridge_svc.recommendations.propose / bridge_svc.pricing);
+4. the orchestrator: a cycle at T, T + 30 s, ... (ORCHESTRATOR_INTERVAL_SECONDS) until nothing is pending, each
+   taking the best PENDING recommendations (highest confidence, oldest, lowest id) within the rolling trade cap
+   (MAX_TRADES_PER_WINDOW per TRADE_CAP_WINDOW_SECONDS) and cancelling those older than the pending window; each is
+   filled at the close of the last candle closed at the cycle's time (executor_svc.paper_broker.settle_paper_order).
+
+So a replay of `make run` to the end of its candles and `cts backtest` over the same candles and period end with the
+same trades (tests/cts/test_parity.py). What differs: no database, no gRPC, no wall clock; features are computed over
+each symbol's whole history where the generator uses its last HISTORY_WINDOW candles (the difference in a
+probability is below 1e-6: a confidence at a threshold's 4th decimal could, very rarely, round the other way).
 """
 
 from __future__ import annotations
@@ -26,15 +32,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bridge_svc.admission import PositionBook, admission_order
 from bridge_svc.eligibility import EligibilityRules, skip_reason
-from bridge_svc.pricing import PricingTerms, price_levels
+from bridge_svc.pricing import PricingTerms
+from bridge_svc.recommendations import NewRecommendation, propose
 from bridge_svc.signals import TradingSignal
-from common.config import Settings
-from common.lifecycle import OrderSide, OrderStatus, SignalType
+from common.config import Settings, exit_rules_max_holding
+from common.lifecycle import ExecutionMode, ExitReason, OrderSide, OrderStatus, SignalType
+from executor_svc.domain import OrderRequest
+from executor_svc.exits import Candle, ExitRules, decide_exit
+from executor_svc.paper_broker import settle_paper_order
+from executor_svc.positions import Position
 from generator_svc.features import FEATURE_NAMES, compute_features
 from generator_svc.model_store import LoadedModel
 
 HOURS_PER_YEAR = 24 * 365
+MARKET_QUANTUM = Decimal("0.0000000001")  # market_candles' price scale
+SIGNAL_QUANTUM = Decimal("0.00000001")  # trading_signals.price's scale
+
+
+def market_price(value: float) -> Decimal:
+    """A candle price as market_candles stores it (10 decimals)."""
+    return Decimal(str(value)).quantize(MARKET_QUANTUM)
+
+
+def signal_price(value: Decimal) -> Decimal:
+    """The price the generator writes on a signal: the candle close through a float, 8 decimals."""
+    return Decimal(repr(float(value))).quantize(SIGNAL_QUANTUM)
 
 
 @dataclass(frozen=True)
@@ -58,8 +82,13 @@ class Trade:
     fee: Decimal
     cash_after: Decimal
     status: OrderStatus  # EXECUTED / FAILED
-    reason: str = ""
-    pnl: Decimal | None = None  # realised on SELL against the average cost
+    reason: str = ""  # why it FAILED
+    pnl: Decimal | None = None  # realised on the SELL that closes a position (after both fees)
+    exit_reason: str = ""  # the SELL's: signal, stop_loss, take_profit, time_limit
+    held_hours: float | None = None  # the SELL's: how long the position was open
+    recommendation_id: int = 0
+    stop_loss: Decimal | None = None  # the BUY's: the levels that protect the position it opened
+    take_profit: Decimal | None = None
 
 
 @dataclass
@@ -71,6 +100,10 @@ class BacktestResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     invested: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))  # USD in holdings, as ``equity``
     starting_cash: Decimal = Decimal(0)
+    # BUY/SELL signals the bridge turned down, by reason (no_position, position_open, max_positions, ...)
+    skipped_signals: Counter[str] = field(default_factory=Counter)
+    recommendations: int = 0  # recommendations written (each executed, refused or cancelled)
+    cancelled: int = 0  # recommendations not executed within the pending window
 
 
 def decisions_for_symbol(symbol: str, candles: pd.DataFrame, model: LoadedModel, settings: Settings) -> list[Decision]:
@@ -85,19 +118,252 @@ def decisions_for_symbol(symbol: str, candles: pd.DataFrame, model: LoadedModel,
         return out
     probabilities = model.predict_proba(matrix[complete])
     rows = candles.reset_index(drop=True)[complete]
-    for (_, candle), probs in zip(rows.iterrows(), probabilities, strict=True):
+    for timestamp, close, probs in zip(rows["timestamp"], rows["close"], probabilities, strict=True):
         by_class = dict(zip(model.classes, (float(p) for p in probs), strict=True))
         signal_type, confidence = decide_from_probabilities(by_class, settings.buy_threshold, settings.sell_threshold)
         out.append(
             Decision(
                 symbol=symbol,
-                candle_time=datetime.fromtimestamp(int(candle["timestamp"]), UTC),
+                candle_time=datetime.fromtimestamp(int(timestamp), UTC),
                 signal_type=signal_type,
                 confidence=confidence,
-                price=Decimal(str(candle["close"])),
+                price=signal_price(market_price(float(close))),
             )
         )
     return out
+
+
+@dataclass
+class _Pending:
+    id: int
+    proposal: NewRecommendation
+
+
+class _Simulation:
+    """The replay's pipeline in memory (see the module docstring); one instance per run."""
+
+    def __init__(self, candles_by_symbol: Mapping[str, pd.DataFrame], settings: Settings) -> None:
+        self.settings = settings
+        self.step = timedelta(seconds=settings.orchestrator_interval_seconds)
+        self.candle = timedelta(hours=1)
+        self.rules = EligibilityRules(
+            min_confidence=Decimal(str(settings.bridge_min_confidence)),
+            max_age=timedelta(seconds=settings.bridge_signal_max_age_seconds),
+        )
+        self.terms = PricingTerms(
+            amount_usd=settings.trade_amount_usd,
+            stop_loss_percent=settings.stop_loss_percent,
+            take_profit_percent=settings.take_profit_percent,
+            position_size_percent=settings.position_size_percent,
+        )
+        self.exit_rules = ExitRules(max_holding=exit_rules_max_holding(settings))
+        self.cash = settings.paper_starting_cash_usd
+        self.positions: dict[str, Position] = {}
+        self.pending: list[_Pending] = []
+        self.dispatched: list[datetime] = []
+        self.trades: list[Trade] = []
+        self.skipped: Counter[str] = Counter()
+        self.recommendations = 0
+        self.cancelled = 0
+        self.next_id = 1
+        self.signal_id = 1
+        # Per symbol: candle start -> Candle, and the sorted starts (for "the last candle closed by t").
+        self.candles: dict[str, dict[int, Candle]] = {}
+        self.starts: dict[str, np.ndarray] = {}
+        for symbol, frame in candles_by_symbol.items():
+            rows = frame.sort_values("timestamp")
+            by_start = {
+                int(t): Candle(int(t), 3600, market_price(o), market_price(h), market_price(lo), market_price(c))
+                for t, o, h, lo, c in zip(
+                    rows["timestamp"], rows["open"], rows["high"], rows["low"], rows["close"], strict=True
+                )
+            }
+            self.candles[symbol] = by_start
+            self.starts[symbol] = np.array(sorted(by_start), dtype=np.int64)
+
+    def last_closed(self, symbol: str, now: datetime) -> Candle | None:
+        starts = self.starts.get(symbol)
+        if starts is None or len(starts) == 0:
+            return None
+        i = int(np.searchsorted(starts, int(now.timestamp()) - 3600, side="right")) - 1
+        return self.candles[symbol][int(starts[i])] if i >= 0 else None
+
+    def equity(self, now: datetime) -> tuple[Decimal, Decimal]:
+        """(cash + holdings, holdings) valued at the last closes by ``now``."""
+        invested = Decimal(0)
+        for symbol, position in self.positions.items():
+            last = self.last_closed(symbol, now)
+            if last is not None:
+                invested += position.quantity * last.close
+        return self.cash + invested, invested
+
+    # --- 1. protective exits (the executor's ManagePositions) ---
+    def manage_positions(self, now: datetime) -> None:
+        for symbol in sorted(self.positions):
+            position = self.positions[symbol]
+            last = self.last_closed(symbol, now)
+            closing = [last] if last is not None else []
+            decision = decide_exit(position, closing, now, self.exit_rules, last.close if last else None)
+            if decision is None:
+                continue
+            rec_id = self._new_id()
+            self.recommendations += 1
+            order = OrderRequest(
+                recommendation_id=rec_id,
+                client_order_id=str(rec_id),
+                symbol=symbol,
+                side=OrderSide.SELL,
+                quote_size=Decimal(0),
+                base_size=position.quantity,
+                exit_reason=decision.reason,
+                market_price=decision.market_price,
+            )
+            self._fill(order, decision.market_price, now)
+
+    # --- 3. the bridge ---
+    def bridge(self, decisions: list[Decision], now: datetime) -> None:
+        signals = []
+        for d in decisions:
+            signals.append(
+                TradingSignal(
+                    id=self.signal_id,
+                    symbol=d.symbol,
+                    signal_type=d.signal_type,
+                    confidence=d.confidence,
+                    price=d.price,
+                    created_at=now,
+                    processed=False,
+                    is_mock=True,
+                )
+            )
+            self.signal_id += 1
+        book = PositionBook(held={s: p.quantity for s, p in self.positions.items()})
+        for p in self.pending:
+            book.written(p.proposal.signal_type.side or OrderSide.BUY, p.proposal.symbol)
+        for signal in sorted(signals, key=admission_order):
+            reason = skip_reason(signal, self.rules, now)
+            if reason is None:
+                reason = book.refusal(signal.signal_type, signal.symbol, self.settings.max_open_positions)
+            proposal = None
+            if reason is None:
+                proposal = propose(signal, self.terms, now, held=book.held.get(signal.symbol))
+                if proposal.levels.amount_crypto <= 0:
+                    reason = "order_too_small"
+            if reason is not None or proposal is None:
+                if signal.signal_type != SignalType.HOLD:
+                    self.skipped[reason or "skipped"] += 1
+                continue
+            book.written(proposal.signal_type, proposal.symbol)
+            self.pending.append(_Pending(self._new_id(), proposal))
+            self.recommendations += 1
+
+    # --- 4. the orchestrator ---
+    def orchestrate(self, now: datetime) -> int:
+        window = timedelta(seconds=self.settings.trade_cap_window_seconds)
+        expired_before = now - timedelta(seconds=self.settings.orchestrator_pending_window_seconds)
+        kept = [p for p in self.pending if p.proposal.created_at >= expired_before]
+        self.cancelled += len(self.pending) - len(kept)
+        self.pending = kept
+        self.dispatched = [t for t in self.dispatched if t > now - window]
+        room = max(
+            0, min(self.settings.max_trades_per_window, self.settings.max_trades_per_window - len(self.dispatched))
+        )
+        best = sorted(self.pending, key=lambda p: (-p.proposal.confidence, p.proposal.created_at, p.id))[:room]
+        for chosen in best:
+            self.pending.remove(chosen)
+            self.dispatched.append(now)
+            proposal = chosen.proposal
+            side = proposal.signal_type.side or OrderSide.BUY
+            last = self.last_closed(proposal.symbol, now)
+            order = OrderRequest(
+                recommendation_id=chosen.id,
+                client_order_id=str(chosen.id),
+                symbol=proposal.symbol,
+                side=side,
+                quote_size=proposal.levels.amount_usd,
+                base_size=proposal.levels.amount_crypto,
+                stop_loss=proposal.levels.stop_loss,
+                take_profit=proposal.levels.take_profit,
+                exit_reason=ExitReason.SIGNAL,
+            )
+            self._fill(order, last.close if last is not None else Decimal(0), now)
+        return len(self.pending)
+
+    def _fill(self, order: OrderRequest, price: Decimal, now: datetime) -> None:
+        position = self.positions.get(order.symbol)
+        settled = settle_paper_order(
+            order,
+            market_price=price,
+            position=position,
+            cash=self.cash,
+            now=now,
+            slippage_bps=self.settings.paper_slippage_bps,
+            fee_rate=self.settings.paper_taker_fee_rate,
+            mode=ExecutionMode.PAPER,
+        )
+        outcome = settled.outcome
+        if outcome.status != OrderStatus.EXECUTED:
+            self.trades.append(
+                Trade(
+                    now,
+                    order.symbol,
+                    order.side,
+                    Decimal(0),
+                    price,
+                    Decimal(0),
+                    self.cash,
+                    OrderStatus.FAILED,
+                    f"{outcome.error_code}: {outcome.error_message}",
+                    recommendation_id=order.recommendation_id,
+                )
+            )
+            return
+        self.cash = settled.cash
+        size, fill_price, fee = (
+            outcome.filled_size or Decimal(0),
+            outcome.average_price or price,
+            outcome.fees or Decimal(0),
+        )
+        if settled.opened is not None:
+            self.positions[order.symbol] = settled.opened
+            self.trades.append(
+                Trade(
+                    now,
+                    order.symbol,
+                    OrderSide.BUY,
+                    size,
+                    fill_price,
+                    fee,
+                    self.cash,
+                    OrderStatus.EXECUTED,
+                    recommendation_id=order.recommendation_id,
+                    stop_loss=settled.opened.stop_loss,
+                    take_profit=settled.opened.take_profit,
+                )
+            )
+        elif settled.closed is not None:
+            del self.positions[order.symbol]
+            closed = settled.closed
+            self.trades.append(
+                Trade(
+                    now,
+                    order.symbol,
+                    OrderSide.SELL,
+                    size,
+                    fill_price,
+                    fee,
+                    self.cash,
+                    OrderStatus.EXECUTED,
+                    pnl=closed.realized_pnl,
+                    exit_reason=closed.reason.value,
+                    held_hours=closed.position.held_for(now),
+                    recommendation_id=order.recommendation_id,
+                )
+            )
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
 
 
 def run_backtest(
@@ -107,130 +373,53 @@ def run_backtest(
     progress: Callable[[int, int], None] | None = None,
     start: datetime | None = None,
 ) -> BacktestResult:
-    from executor_svc.paper_fill import paper_fill
-
+    """The replay's pipeline over ``candles_by_symbol`` (hourly), from the first candle closing after ``start``."""
     decisions: list[Decision] = []
     for symbol, candles in candles_by_symbol.items():
         decisions.extend(decisions_for_symbol(symbol, candles, model, settings))
     if start is not None:
         decisions = [d for d in decisions if d.candle_time >= start]
     decisions.sort(key=lambda d: (d.candle_time, d.symbol))
-
-    rules = EligibilityRules(
-        min_confidence=Decimal(str(settings.bridge_min_confidence)),
-        max_age=timedelta(seconds=settings.bridge_signal_max_age_seconds),
+    by_candle: dict[datetime, list[Decision]] = {}
+    for d in decisions:
+        by_candle.setdefault(d.candle_time, []).append(d)
+    # The replay's time line: every candle start (of any symbol) from the first decision on.
+    first = decisions[0].candle_time if decisions else None
+    timeline = sorted(
+        {
+            datetime.fromtimestamp(int(t), UTC)
+            for frame in candles_by_symbol.values()
+            for t in frame["timestamp"]
+            if first is not None and int(t) >= int(first.timestamp())
+        }
     )
-    terms = PricingTerms(
-        amount_usd=settings.trade_amount_usd,
-        stop_loss_percent=settings.stop_loss_percent,
-        take_profit_percent=settings.take_profit_percent,
-        position_size_percent=settings.position_size_percent,
-    )
-    cash = settings.paper_starting_cash_usd
-    holdings: dict[str, Decimal] = {}
-    cost: dict[str, Decimal] = {}
-    last_price: dict[str, Decimal] = {}
-    trades: list[Trade] = []
+    sim = _Simulation(candles_by_symbol, settings)
     equity_points: dict[datetime, Decimal] = {}
     invested_points: dict[datetime, Decimal] = {}
+    for i, candle_start in enumerate(timeline):
+        now = candle_start + sim.candle
+        sim.manage_positions(now)
+        sim.bridge(by_candle.get(candle_start, []), now)
+        for when in [now + sim.step * k for k in range(max(1, int(sim.candle / sim.step)))]:
+            if sim.orchestrate(when) == 0:
+                break
+        equity_points[now], invested_points[now] = sim.equity(now)
+        if progress is not None and (i % 500 == 0 or i == len(timeline) - 1):
+            progress(i + 1, len(timeline))
 
-    for i, d in enumerate(decisions):
-        last_price[d.symbol] = d.price
-        close_time = d.candle_time + timedelta(hours=1)
-        signal = TradingSignal(
-            id=i + 1,
-            symbol=d.symbol,
-            signal_type=d.signal_type,
-            confidence=d.confidence,
-            price=d.price,
-            created_at=close_time,
-            processed=False,
-            is_mock=True,
-        )
-        if skip_reason(signal, rules, close_time) is None:
-            levels = price_levels(d.signal_type, d.price, terms)
-            held = holdings.get(d.symbol, Decimal(0))
-            fill = paper_fill(
-                side=d.signal_type,
-                market_price=d.price,
-                quote_size=levels.amount_usd,
-                base_size=levels.amount_crypto,
-                slippage_bps=settings.paper_slippage_bps,
-                fee_rate=settings.paper_taker_fee_rate,
-            )
-            if d.signal_type == SignalType.BUY and fill.quote_total + fill.fee > cash:
-                trades.append(
-                    Trade(
-                        close_time,
-                        d.symbol,
-                        OrderSide.BUY,
-                        Decimal(0),
-                        d.price,
-                        Decimal(0),
-                        cash,
-                        OrderStatus.FAILED,
-                        "insufficient cash",
-                    )
-                )
-            elif d.signal_type == SignalType.SELL and fill.size > held:
-                trades.append(
-                    Trade(
-                        close_time,
-                        d.symbol,
-                        OrderSide.SELL,
-                        Decimal(0),
-                        d.price,
-                        Decimal(0),
-                        cash,
-                        OrderStatus.FAILED,
-                        "insufficient holdings",
-                    )
-                )
-            elif d.signal_type == SignalType.BUY:
-                cash -= fill.quote_total + fill.fee
-                total_cost = cost.get(d.symbol, Decimal(0)) + fill.quote_total + fill.fee
-                holdings[d.symbol] = held + fill.size
-                cost[d.symbol] = total_cost
-                trades.append(
-                    Trade(
-                        close_time, d.symbol, OrderSide.BUY, fill.size, fill.price, fill.fee, cash, OrderStatus.EXECUTED
-                    )
-                )
-            else:
-                average_cost = cost.get(d.symbol, Decimal(0)) / held if held else Decimal(0)
-                proceeds = fill.quote_total - fill.fee
-                pnl = proceeds - average_cost * fill.size
-                cash += proceeds
-                holdings[d.symbol] = held - fill.size
-                cost[d.symbol] = cost.get(d.symbol, Decimal(0)) - average_cost * fill.size
-                trades.append(
-                    Trade(
-                        close_time,
-                        d.symbol,
-                        OrderSide.SELL,
-                        fill.size,
-                        fill.price,
-                        fill.fee,
-                        cash,
-                        OrderStatus.EXECUTED,
-                        pnl=pnl,
-                    )
-                )
-        invested_points[close_time] = sum((q * last_price.get(s, Decimal(0)) for s, q in holdings.items()), Decimal(0))
-        equity_points[close_time] = cash + invested_points[close_time]
-        if progress is not None and (i % 500 == 0 or i == len(decisions) - 1):
-            progress(i + 1, len(decisions))
-
-    equity = pd.Series({t: float(v) for t, v in equity_points.items()}).sort_index()
+    equity = pd.Series({t: float(v) for t, v in equity_points.items()}, dtype=float).sort_index()
     bench = buy_and_hold(candles_by_symbol, float(settings.paper_starting_cash_usd), equity.index)
     invested = pd.Series({t: float(v) for t, v in invested_points.items()}, dtype=float).sort_index()
     result = BacktestResult(
         equity=equity,
         buy_and_hold=bench,
-        trades=trades,
+        trades=sim.trades,
         decisions=decisions,
         invested=invested,
         starting_cash=settings.paper_starting_cash_usd,
+        skipped_signals=sim.skipped,
+        recommendations=sim.recommendations,
+        cancelled=sim.cancelled,
     )
     result.metrics = metrics(result, float(settings.paper_starting_cash_usd))
     return result
@@ -270,6 +459,7 @@ def sharpe(equity: pd.Series) -> float:
 def metrics(result: BacktestResult, starting_cash: float) -> dict[str, Any]:
     executed = [t for t in result.trades if t.status == OrderStatus.EXECUTED]
     closed = [t for t in executed if t.pnl is not None]
+    held = [t.held_hours for t in closed if t.held_hours is not None]
     final = float(result.equity.iloc[-1]) if not result.equity.empty else starting_cash
     bench_final = float(result.buy_and_hold.iloc[-1]) if not result.buy_and_hold.empty else starting_cash
     return {
@@ -285,6 +475,15 @@ def metrics(result: BacktestResult, starting_cash: float) -> dict[str, Any]:
         "signals": {k: sum(1 for d in result.decisions if d.signal_type == k) for k in ("BUY", "SELL", "HOLD")},
         "final_equity": round(final, 2),
         "average_exposure": round(average_exposure(result), 6),
+        "average_holding_hours": round(sum(held) / len(held), 2) if held else None,
+        "exits": dict(Counter(t.exit_reason for t in closed).most_common()),
+        "recommendations": result.recommendations,
+        "refused_recommendations": len(result.trades) - len(executed),
+        "refused_share": round((len(result.trades) - len(executed)) / result.recommendations, 6)
+        if result.recommendations
+        else 0.0,
+        "cancelled_recommendations": result.cancelled,
+        "skipped_signals": dict(result.skipped_signals.most_common()),
     }
 
 
@@ -366,9 +565,10 @@ def symbol_breakdown(result: BacktestResult) -> list[SymbolStats]:
 
 
 def outcome_counts(result: BacktestResult) -> dict[str, dict[str, int]]:
-    """Executed exits (SELLs) and refused orders, counted by reason (most frequent first)."""
+    """Executed exits (SELLs: signal, stop_loss, take_profit, time_limit) and refused orders, counted by reason
+    (most frequent first)."""
     exits = Counter(
-        t.reason or "SELL signal"
+        t.exit_reason or "signal"
         for t in result.trades
         if t.status == OrderStatus.EXECUTED and t.side == OrderSide.SELL
     )

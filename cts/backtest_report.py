@@ -114,20 +114,36 @@ def headline(result: BacktestResult) -> list[tuple[str, str]]:
         ("Sharpe (hourly, annualised)", f"{m['sharpe']:.2f}"),
         ("win rate", f"{pct(m['win_rate'], 1)} of {m['closed_trades']:,} closed trades"),
         ("trades", f"{m['trades']:,} executed, {m['failed_orders']:,} refused"),
+        (
+            "recommendations",
+            f"{m.get('recommendations', 0):,}, of which {pct(m.get('refused_share', 0.0), 2)} refused by the executor"
+            f" and {m.get('cancelled_recommendations', 0):,} cancelled",
+        ),
+        ("exits", ", ".join(f"{k} {v:,}" for k, v in (m.get("exits") or {}).items()) or "none"),
+        (
+            "average holding time",
+            f"{m['average_holding_hours']:.1f} h" if m.get("average_holding_hours") is not None else "-",
+        ),
         ("fees", usd(m["fees_paid"])),
         ("final equity", f"{usd(m['final_equity'])} from {usd(start)}"),
         ("average exposure", f"{pct(m.get('average_exposure'), 1)} of equity invested"),
         ("signals", ", ".join(f"{k} {v:,}" for k, v in signals.items())),
+        (
+            "signals not traded",
+            ", ".join(f"{k} {v:,}" for k, v in (m.get("skipped_signals") or {}).items()) or "none",
+        ),
     ]
 
 
 def training_overlap(card: Mapping[str, Any], first: datetime, last: datetime) -> str | None:
-    """One line when [first, last] (decision times) starts before the model's out-of-sample test period."""
+    """One line when [first, last] (decision times) overlaps the model's training or validation period (its card's
+    split: train_from to test_from); candles before or after it are out of sample."""
     split = card.get("split") or {}
     if not split.get("test_from"):
         return None
     test_from = datetime.fromisoformat(split["test_from"])
-    if first >= test_from:
+    train_from = datetime.fromisoformat(split["train_from"]) if split.get("train_from") else None
+    if first >= test_from or (train_from is not None and last < train_from):
         return None
     train_until = datetime.fromisoformat(split["train_until"]) if split.get("train_until") else None
     validation = split.get("validation") or []
@@ -329,7 +345,7 @@ def _summary_md(
         "",
     ]
     counts = outcome_counts(result)
-    for title, key in (("Exits by reason", "exits"), ("Refused orders by reason", "refusals")):
+    for title, key in (("Exits by reason", "exits"), ("Refused recommendations by reason", "refusals")):
         if counts[key]:
             lines += [f"## {title}", "", *_table(("reason", "orders"), [[k, f"{v:,}"] for k, v in counts[key].items()])]
             lines += [""]

@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.clock import as_utc, utc_now
 from common.control import ControlKey, decode_halt, decode_replay_clock, read_control
-from common.lifecycle import ACTIONABLE_SIGNALS, ExecutionStatus, OrderSide, OrderStatus, SignalType
+from common.lifecycle import ACTIONABLE_SIGNALS, OrderStatus, PositionStatus
 from common.tables import (
     market_candles,
     orchestrator_dispatches,
     paper_balances,
+    positions,
     trade_executions,
     trade_recommendations,
     trade_recommendations_archive,
@@ -50,12 +51,13 @@ class TradeLine:
     error: str | None
     at: datetime | None
     signal_price: Decimal | None = None  # the price of the signal the recommendation came from
+    exit_reason: str = ""  # a SELL that closed a position: signal, stop_loss, take_profit, time_limit
 
 
 @dataclass(frozen=True)
 class PositionLine:
-    """An asset held (paper portfolio), valued at the latest (or replayed) close, with the protective levels of
-    the BUY that opened it."""
+    """An open position (the positions table), valued at the latest (or replayed) close, with its protective
+    levels."""
 
     symbol: str
     quantity: Decimal
@@ -63,6 +65,7 @@ class PositionLine:
     price: Decimal | None
     stop_loss: Decimal | None
     take_profit: Decimal | None
+    opened_at: datetime | None = None
 
     @property
     def value_usd(self) -> Decimal | None:
@@ -180,55 +183,15 @@ def _replay_progress(value: str | None) -> ReplayProgress | None:
     return ReplayProgress(int(released), int(total))
 
 
-async def _average_entries(conn: AsyncConnection, symbols: list[str]) -> dict[str, Decimal]:
-    """Average cost per unit (fees included) of what is held now, from the executed orders in order: a BUY adds
-    its cost, a SELL takes out its share at the running average; back to zero starts over."""
-    if not symbols:
-        return {}
-    rows = await conn.execute(
-        select(
-            trade_executions.c.symbol,
-            trade_executions.c.side,
-            trade_executions.c.filled_size,
-            trade_executions.c.average_price,
-            trade_executions.c.fees,
-        )
-        .where(trade_executions.c.status == OrderStatus.EXECUTED, trade_executions.c.symbol.in_(symbols))
-        .order_by(trade_executions.c.completed_at, trade_executions.c.id)
+async def _open_positions(conn: AsyncConnection) -> list[Any]:
+    """The open positions (every mode), oldest first."""
+    p = positions.c
+    query = (
+        select(p.symbol, p.quantity, p.entry_cost, p.stop_loss, p.take_profit, p.opened_at)
+        .where(p.status == PositionStatus.OPEN.value)
+        .order_by(p.opened_at, p.id)
     )
-    held: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (quantity, cost)
-    for symbol, side, size, price, fees in rows:
-        if not size or price is None:
-            continue
-        quantity, cost = held.get(symbol, (Decimal(0), Decimal(0)))
-        if side == OrderSide.BUY:
-            quantity, cost = quantity + size, cost + size * price + (fees or 0)
-        elif quantity > 0:
-            remaining = max(Decimal(0), quantity - size)
-            quantity, cost = remaining, cost * remaining / quantity
-        held[symbol] = (quantity, cost)
-    return {symbol: cost / quantity for symbol, (quantity, cost) in held.items() if quantity > 0}
-
-
-async def _protective_levels(conn: AsyncConnection, symbols: list[str]) -> dict[str, tuple[Decimal | None, ...]]:
-    """(stop_loss, take_profit) of the latest executed BUY recommendation of each symbol."""
-    if not symbols:
-        return {}
-    latest = (
-        select(func.max(trade_recommendations.c.id))
-        .where(
-            trade_recommendations.c.symbol.in_(symbols),
-            trade_recommendations.c.signal_type == SignalType.BUY,
-            trade_recommendations.c.execution_status == ExecutionStatus.EXECUTED,
-        )
-        .group_by(trade_recommendations.c.symbol)
-    )
-    rows = await conn.execute(
-        select(
-            trade_recommendations.c.symbol, trade_recommendations.c.stop_loss, trade_recommendations.c.take_profit
-        ).where(trade_recommendations.c.id.in_(latest))
-    )
-    return {symbol: (stop, target) for symbol, stop, target in rows}
+    return list(await conn.execute(query))
 
 
 async def read_snapshot(
@@ -271,6 +234,7 @@ async def read_snapshot(
             trade_executions.c.error_message,
             func.coalesce(trade_executions.c.completed_at, trade_executions.c.updated_at),
             trading_signals.c.price,
+            trade_recommendations.c.exit_reason,
         )
         .select_from(
             trade_executions.outerjoin(
@@ -281,8 +245,10 @@ async def read_snapshot(
         .limit(trades)
     )
     snap.latest_trades = [
-        TradeLine(rec, symbol, side, status, mode, size, price, fees, error, as_utc(at) if at else None, signal_price)
-        for rec, symbol, side, status, mode, size, price, fees, error, at, signal_price in rows
+        TradeLine(
+            rec, symbol, side, status, mode, size, price, fees, error, as_utc(at) if at else None, signal_price, exit_
+        )
+        for rec, symbol, side, status, mode, size, price, fees, error, at, signal_price, exit_ in rows
     ]
     signal_rows = await conn.execute(
         select(
@@ -306,10 +272,19 @@ async def read_snapshot(
     )
     snap.fees_paid = Decimal(fees.scalar_one() or 0)
 
+    for symbol, held, cost, stop, target, opened in await _open_positions(conn):
+        snap.positions.append(
+            PositionLine(
+                symbol,
+                held,
+                cost / held if held else None,
+                await _latest_close(conn, symbol, snap.replay_clock),
+                stop,
+                target,
+                as_utc(opened),
+            )
+        )
     balances = (await conn.execute(select(paper_balances.c.asset, paper_balances.c.available))).all()
-    held = [f"{asset}-USD" for asset, quantity in balances if asset != "USD" and quantity > 0]
-    entries = await _average_entries(conn, held)
-    levels = await _protective_levels(conn, held)
     equity = Decimal(0)
     for asset, quantity in sorted(balances):
         if asset == "USD":
@@ -317,11 +292,6 @@ async def read_snapshot(
             snap.cash_usd = quantity
         else:
             price = await _latest_close(conn, f"{asset}-USD", snap.replay_clock)
-            if quantity > 0:
-                stop, target = levels.get(f"{asset}-USD", (None, None))
-                snap.positions.append(
-                    PositionLine(f"{asset}-USD", quantity, entries.get(f"{asset}-USD"), price, stop, target)
-                )
         value = (quantity * price).quantize(Decimal("0.01")) if price is not None else None
         snap.holdings.append(Holding(asset, quantity, price, value))
         equity += value or Decimal(0)

@@ -187,6 +187,10 @@ def positions_table(snap: StatusSnapshot, rows: int | None, wide: bool) -> Table
     return table
 
 
+# A SELL that closed a position, by why: the side column shows "SELL stop", "SELL target", "SELL time".
+EXIT_LABELS = {"stop_loss": "stop", "take_profit": "target", "time_limit": "time"}
+
+
 def trades_table(snap: StatusSnapshot, rows: int | None, wide: bool) -> Table:
     table = _table("Latest trades (newest first)", wide)
     columns = ["time", "rec", "symbol", "side", "status", "size", "signal", "fill"]
@@ -202,7 +206,7 @@ def trades_table(snap: StatusSnapshot, rows: int | None, wide: bool) -> Table:
             _time(t.at, "%m-%d %H:%M:%S" if wide else "%H:%M:%S"),
             str(t.recommendation_id),
             t.symbol,
-            t.side,
+            f"{t.side} {EXIT_LABELS[t.exit_reason]}" if t.exit_reason in EXIT_LABELS else t.side,
             Text(t.status[:8] if not wide else t.status, style=style),
             quantity(t.filled_size),
             price(t.signal_price),

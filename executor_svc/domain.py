@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from common.lifecycle import ExecutionMode, ExecutionStatus, OrderSide, OrderStatus, SignalType
+from common.lifecycle import ExecutionMode, ExecutionStatus, ExitReason, OrderSide, OrderStatus, SignalType
+from executor_svc.positions import Position
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class Recommendation:
     # Mock data: the recommendation or its signal has is_mock set (replayed candles, a paper execution).
     is_mock: bool = False
     created_at: datetime | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    exit_reason: ExitReason | None = None  # a SELL closing a position: why (None: a SELL signal)
 
     @property
     def side(self) -> OrderSide | None:
@@ -38,6 +42,11 @@ class OrderRequest:
     side: OrderSide
     quote_size: Decimal  # USD to spend (BUY)
     base_size: Decimal  # units to sell (SELL)
+    stop_loss: Decimal | None = None  # BUY: the levels that will protect the position it opens
+    take_profit: Decimal | None = None
+    exit_reason: ExitReason = ExitReason.SIGNAL  # SELL: why it closes the position
+    # Paper exits at a level (stop-loss, take-profit): the market price the SELL fills at instead of the latest close.
+    market_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -86,3 +95,15 @@ class ExecutionResult:
     error_reason: str = ""
     executed_at: datetime | None = None
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class PositionExit:
+    """A position closed by a protective exit (stop-loss, take-profit, time limit)."""
+
+    position: Position
+    reason: ExitReason
+    recommendation_id: int
+    exit_price: Decimal
+    quantity: Decimal
+    realized_pnl: Decimal

@@ -34,16 +34,27 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from common.clock import Clock
 from common.errors import DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError
-from common.lifecycle import FINAL_ORDER, ExecutionMode, ExecutionStatus, OrderSide, OrderStatus
+from common.lifecycle import FINAL_ORDER, ExecutionMode, ExecutionStatus, ExitReason, OrderSide, OrderStatus
 from common.metrics import EXCHANGE_UNKNOWN_ORDERS, EXECUTIONS, RECONCILIATION_MISMATCHES
 from common.tables import MAX_ROW_ID
 from executor_svc.client_order_id import client_order_id
-from executor_svc.domain import ExecutionRecord, ExecutionResult, OrderOutcome, OrderRequest, Recommendation
+from executor_svc.domain import (
+    ExecutionRecord,
+    ExecutionResult,
+    OrderOutcome,
+    OrderRequest,
+    PositionExit,
+    Recommendation,
+)
+from executor_svc.exits import ExitDecision, ExitRules, decide_exit
 from executor_svc.group_commit import GroupCommit
+from executor_svc.live_positions import LiveExecution, LivePositions, LivePositionStore
+from executor_svc.positions import ClosedPosition, Position
 from executor_svc.reconciliation import ReconciliationReport, compare
 
 if TYPE_CHECKING:
     from executor_svc.coinbase_client import ListedOrder
+    from executor_svc.exits import Candle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,7 +91,7 @@ class PaperBatch(Protocol):
     ) -> None: ...
 
 
-class ExecutorStore(Protocol):
+class ExecutorStore(LivePositionStore, Protocol):
     """What the executor needs from the database (executor_svc.repository.ExecutorRepository)."""
 
     async def installation_id(self) -> str: ...
@@ -96,8 +107,22 @@ class ExecutorStore(Protocol):
     async def record_attempt(
         self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime
     ) -> None: ...
-    async def complete_live(self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime) -> bool: ...
+    async def complete_live(
+        self,
+        recommendation_id: int,
+        owner: str,
+        outcome: OrderOutcome,
+        now: datetime,
+        *,
+        opened: Position | None = None,
+        closed: ClosedPosition | None = None,
+    ) -> bool: ...
     async def settle(self, work: Callable[[Any], Awaitable[T]]) -> T: ...
+    async def open_positions(self, mode: ExecutionMode) -> list[Position]: ...
+    async def candles_between(
+        self, symbols: Sequence[str], granularity: str, since: datetime, until: datetime
+    ) -> dict[str, list[Candle]]: ...
+    async def latest_closes(self, symbols: Sequence[str], granularity: str, until: datetime) -> dict[str, Decimal]: ...
     async def live_executions_since(self, since: datetime) -> dict[str, ExecutionRecord]: ...
     async def save_reconciliation(self, report: str, now: datetime) -> None: ...
 
@@ -144,6 +169,9 @@ class Executor:
         lease: timedelta = timedelta(seconds=120),
         replica_wait: float = 10.0,
         order_window: timedelta | None = None,
+        exit_rules: ExitRules | None = None,
+        granularity: str = "ONE_HOUR",
+        refresh_clock: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.repository = repository
         self.broker = broker
@@ -153,11 +181,24 @@ class Executor:
         # A recommendation may be executed within this long of its creation (the orchestrator's window); after it,
         # an order that may have reached the exchange is looked up by its client_order_id, never placed again.
         self.order_window = order_window
+        self.exit_rules = exit_rules or ExitRules(max_holding=None)
+        self.granularity = granularity
+        # Replay: read the market time the replay has reached before each request (common.market_clock).
+        self.refresh_clock = refresh_clock
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._installation_id: str | None = None
         self._paper: GroupCommit[int, ExecutionResult] | None = (
             GroupCommit(self._settle_paper, max_batch) if broker.mode == ExecutionMode.PAPER else None
+        )
+        # Live positions (executor_svc.live_positions): the broker's exchange client follows brackets and cancels.
+        exchange = getattr(broker, "client", None) if broker.mode == ExecutionMode.LIVE else None
+        self._live: LivePositions | None = (
+            LivePositions(
+                repository, broker, exchange, clock, self.exit_rules, self._client_order_id, granularity=granularity
+            )
+            if exchange is not None
+            else None
         )
 
     @staticmethod
@@ -171,8 +212,7 @@ class Executor:
         """Execute one recommendation (exactly once). ``take_over``: start-up recovery, whose live leases belong
         to a process that died (or to a replica: both then send the same client_order_id, one order)."""
         self.validate_id(recommendation_id)
-        if self._installation_id is None:  # read once: it never changes for a database
-            self._installation_id = await self.repository.installation_id()
+        await self._ready()
         if self._paper is not None:
             return await self._paper.submit(recommendation_id)
         lock = self._locks[recommendation_id]
@@ -182,6 +222,84 @@ class Executor:
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(recommendation_id, None)
+
+    async def _ready(self) -> None:
+        if self._installation_id is None:  # read once: it never changes for a database
+            self._installation_id = await self.repository.installation_id()
+        if self.refresh_clock is not None:
+            await self.refresh_clock()
+
+    async def manage_positions(self) -> tuple[list[PositionExit], int]:
+        """Close the open positions whose stop-loss, take-profit or time limit was reached (executor_svc.exits),
+        each in one transaction with its SELL recommendation, execution and the paper balances. Returns the exits
+        and how many positions are still open."""
+        await self._ready()
+        if self._live is not None:
+            return await self._live.manage(self.process)
+        now = self.clock()
+        held = await self.repository.open_positions(self.broker.mode)
+        if not held or self.broker.mode != ExecutionMode.PAPER:
+            return [], len(held)
+        symbols = [p.symbol for p in held]
+        since = min(p.opened_at for p in held)
+        candles = await self.repository.candles_between(symbols, self.granularity, since, now)
+        latest = await self.repository.latest_closes(symbols, self.granularity, now)
+        exits: list[PositionExit] = []
+        for position in held:
+            decision = decide_exit(
+                position, candles.get(position.symbol, []), now, self.exit_rules, latest.get(position.symbol)
+            )
+            if decision is not None:
+                closed = await self._close_paper(position, decision, now)
+                if closed is not None:
+                    exits.append(closed)
+        return exits, len(held) - len(exits)
+
+    async def _close_paper(self, position: Position, decision: ExitDecision, now: datetime) -> PositionExit | None:
+        reasoning = f"Exit ({decision.reason}): {decision.detail}"
+        starting_cash = getattr(self.broker, "starting_cash", Decimal(0))
+
+        async def work(batch: Any) -> tuple[Recommendation, OrderRequest, OrderOutcome] | None:
+            await batch.balance("USD", starting_cash, now)  # lock order: the cash row first, as every settlement
+            rec = await batch.exit_recommendation(position, decision.reason, decision.market_price, reasoning, now)
+            if rec is None:  # closed meanwhile (another executor, a SELL)
+                return None
+            order = OrderRequest(
+                recommendation_id=rec.id,
+                client_order_id=self._client_order_id(rec.id),
+                symbol=rec.symbol,
+                side=OrderSide.SELL,
+                quote_size=Decimal(0),
+                base_size=position.quantity,
+                exit_reason=decision.reason,
+                market_price=decision.market_price,
+            )
+            outcome = await self.broker.execute(order, batch)
+            batch.complete(rec, order.client_order_id, self.broker.mode, outcome, now, restarted=False)
+            return rec, order, outcome
+
+        settled = await self.repository.settle(work)
+        if settled is None:
+            return None
+        rec, order, outcome = settled
+        self._report(rec, order, outcome)
+        if outcome.status != OrderStatus.EXECUTED:
+            return None
+        price = outcome.average_price or decision.market_price
+        size = outcome.filled_size or position.quantity
+        proceeds = (size * price).quantize(Decimal("0.00000001"))
+        pnl = proceeds - (outcome.fees or Decimal(0)) - position.entry_cost
+        log.info(
+            "Position %s %s closed by %s at %s: %s (P&L %s USD)",
+            position.id,
+            position.symbol,
+            decision.reason,
+            price,
+            decision.detail,
+            pnl,
+            extra={"recommendation_id": rec.id, "symbol": position.symbol, "exit_reason": decision.reason.value},
+        )
+        return PositionExit(position, decision.reason, rec.id, price, size, pnl)
 
     def _prepare(
         self, recommendation_id: int, rec: Recommendation | None, record: ExecutionRecord | None
@@ -223,6 +341,9 @@ class Executor:
             side=side,
             quote_size=rec.amount_usd,
             base_size=rec.amount_crypto or Decimal(0),
+            stop_loss=rec.stop_loss,
+            take_profit=rec.take_profit,
+            exit_reason=rec.exit_reason or ExitReason.SIGNAL,
         )
 
     def _client_order_id(self, recommendation_id: int) -> str:
@@ -290,7 +411,13 @@ class Executor:
                 error_reason="another executor is sending this order; its outcome will be recorded",
             )
         # The lease is ours: no transaction is open while the exchange answers.
-        if record is not None and self._past_window(rec, now):
+        live = LiveExecution(OrderOutcome(OrderStatus.PENDING))
+        if self._live is not None:  # positions: brackets, POSITION_OPEN / NO_POSITION, cancel before a SELL
+            since = (record.created_at or now) - LOOKUP_MARGIN if record is not None else None
+            past_window = record is not None and self._past_window(rec, now)
+            live = await self._live.execute(rec, order, since=since, past_window=past_window)
+            outcome = live.outcome
+        elif record is not None and self._past_window(rec, now):
             # It may have reached the exchange, and its window is over: find it, never place it now.
             since = (record.created_at or now) - LOOKUP_MARGIN
             outcome = await self.broker.lookup(order, since)
@@ -299,7 +426,9 @@ class Executor:
         now = self.clock()
         if outcome.status == OrderStatus.PENDING:
             await self.repository.record_attempt(rec.id, self.identity, outcome, now)
-        elif not await self.repository.complete_live(rec.id, self.identity, outcome, now):
+        elif not await self.repository.complete_live(
+            rec.id, self.identity, outcome, now, opened=live.opened, closed=live.closed
+        ):
             latest = await self.repository.execution(rec.id)
             assert latest is not None
             return result_from_record(latest, replayed=True)

@@ -9,6 +9,9 @@ Every RECONCILE_INTERVAL_SECONDS the live executor lists the account's orders of
   database was lost): reported, never adopted;
 - a recorded outcome the exchange contradicts (EXECUTED here, no fills there; filled sizes that differ; an executed
   order the exchange does not list): reported.
+- the take-profit / stop-loss bracket attached to a live BUY is an order of its own (no client_order_id): one whose
+  parent (originating_order_id) is a known order, or that is itself a recorded exit (an execution carries its order
+  id), is neither unknown nor compared; a recorded bracket exit counts as listed when its order id is.
 Reports go to the log (WARNING), the metrics and system_control, where `cts status` shows the last one."""
 
 from __future__ import annotations
@@ -62,9 +65,17 @@ def compare(
 ) -> ReconciliationReport:
     """What the exchange lists against what was recorded (executions by client_order_id)."""
     report = ReconciliationReport(checked_at)
+    listed = list(orders)
     seen: set[str] = set()
-    for order in orders:
+    listed_ids = {order.order_id for order in listed}
+    # Orders this installation placed or recorded: a bracket attached to one of them (or recorded) is known.
+    known = {r.exchange_order_id for r in executions.values() if r.exchange_order_id} | {
+        o.order_id for o in listed if o.client_order_id and o.client_order_id in executions
+    }
+    for order in listed:
         report.orders_seen += 1
+        if order.is_attached_bracket and (order.originating_order_id in known or order.order_id in known):
+            continue
         seen.add(order.client_order_id)
         record = executions.get(order.client_order_id)
         if record is None:
@@ -84,7 +95,11 @@ def compare(
                 f"{order.state.filled_size} there: {_describe(order)}"
             )
     for client_order_id, record in executions.items():
-        if record.status == OrderStatus.EXECUTED and client_order_id not in seen:
+        if (
+            record.status == OrderStatus.EXECUTED
+            and client_order_id not in seen
+            and record.exchange_order_id not in listed_ids
+        ):
             report.mismatches.append(
                 f"recommendation {record.recommendation_id}: EXECUTED here (order {record.exchange_order_id or '-'}), "
                 "not listed by the exchange"

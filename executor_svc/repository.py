@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -17,11 +17,21 @@ from common.candles import candle_seconds
 from common.clock import as_utc
 from common.control import ControlKey, decode_replay_clock, read_control, write_control
 from common.database import is_lock_conflict
-from common.lifecycle import ExecutionMode, ExecutionStatus, OrderSide, OrderStatus, SignalType
+from common.lifecycle import (
+    ExecutionMode,
+    ExecutionStatus,
+    ExitReason,
+    OrderSide,
+    OrderStatus,
+    PositionStatus,
+    SignalType,
+    open_position_key,
+)
 from common.sql import insert_ignore
 from common.tables import (
     market_candles,
     paper_balances,
+    positions,
     system_control,
     trade_executions,
     trade_recommendations,
@@ -29,9 +39,15 @@ from common.tables import (
     trading_signals_archive,
 )
 from executor_svc.domain import ExecutionRecord, OrderOutcome, Recommendation
+from executor_svc.exits import Candle
+from executor_svc.positions import ClosedPosition, Position
+
+if TYPE_CHECKING:
+    from executor_svc.live_positions import BracketFill
 
 _e = trade_executions.c
 _r = trade_recommendations.c
+_p = positions.c
 T = TypeVar("T")
 SETTLEMENT_ATTEMPTS = 3
 CASH = "USD"  # paper_balances' cash row
@@ -49,7 +65,60 @@ def _recommendation(row: Any, signal_is_mock: bool = False) -> Recommendation:
         status_reason=row.status_reason or "",
         is_mock=bool(row.is_mock) or signal_is_mock,
         created_at=as_utc(row.created_at) if row.created_at is not None else None,
+        stop_loss=row.stop_loss,
+        take_profit=row.take_profit,
+        exit_reason=ExitReason(row.exit_reason) if row.exit_reason else None,
     )
+
+
+def position_from_row(row: Any) -> Position:
+    return Position(
+        id=row.id,
+        mode=ExecutionMode(row.mode),
+        symbol=row.symbol,
+        quantity=row.quantity,
+        entry_price=row.entry_price,
+        entry_cost=row.entry_cost,
+        stop_loss=row.stop_loss,
+        take_profit=row.take_profit,
+        opened_at=as_utc(row.opened_at),
+        entry_recommendation_id=row.entry_recommendation_id,
+        fees=row.fees,
+        bracket_order_id=row.bracket_order_id or "",
+    )
+
+
+def opened_row(position: Position, now: datetime) -> dict[str, Any]:
+    return {
+        "mode": position.mode.value,
+        "symbol": position.symbol,
+        "status": PositionStatus.OPEN.value,
+        "open_key": open_position_key(position.mode, position.symbol),
+        "quantity": position.quantity,
+        "entry_price": position.entry_price,
+        "entry_cost": position.entry_cost,
+        "stop_loss": position.stop_loss,
+        "take_profit": position.take_profit,
+        "opened_at": position.opened_at,
+        "entry_recommendation_id": position.entry_recommendation_id,
+        "bracket_order_id": position.bracket_order_id or None,
+        "fees": position.fees,
+        "updated_at": now,
+    }
+
+
+def closed_values(closed: ClosedPosition) -> dict[str, Any]:
+    return {
+        "status": PositionStatus.CLOSED.value,
+        "open_key": None,
+        "closed_at": closed.closed_at,
+        "exit_recommendation_id": closed.exit_recommendation_id,
+        "exit_reason": closed.reason.value,
+        "exit_price": closed.exit_price,
+        "fees": closed.fees,
+        "realized_pnl": closed.realized_pnl,
+        "updated_at": closed.closed_at,
+    }
 
 
 def _record(row: Any) -> ExecutionRecord:
@@ -201,9 +270,19 @@ class ExecutorRepository:
                 .values(**values)
             )
 
-    async def complete_live(self, recommendation_id: int, owner: str, outcome: OrderOutcome, now: datetime) -> bool:
+    async def complete_live(
+        self,
+        recommendation_id: int,
+        owner: str,
+        outcome: OrderOutcome,
+        now: datetime,
+        *,
+        opened: Position | None = None,
+        closed: ClosedPosition | None = None,
+    ) -> bool:
         """The final outcome of a live order: the execution and its recommendation in one transaction (the lease
-        given back). False when the lease was lost and another executor recorded the order first."""
+        given back), with the position the order opened or closed. False when the lease was lost and another
+        executor recorded the order first."""
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(trade_executions)
@@ -237,7 +316,244 @@ class ExecutorRepository:
                     now=now,
                 ).where(_r.id == recommendation_id)
             )
+            if opened is not None:  # positions.entry_recommendation_id / open_key UNIQUE: written once
+                await conn.execute(insert_ignore(conn, positions), opened_row(opened, now))
+            if closed is not None:
+                await conn.execute(
+                    update(positions)
+                    .where(_p.id == closed.position.id, _p.status == PositionStatus.OPEN.value)
+                    .values(**closed_values(closed))
+                )
             return True
+
+    # --- live positions (executor_svc.live_positions.LivePositionStore) ---
+
+    async def open_position_of(self, mode: ExecutionMode, symbol: str) -> Position | None:
+        query = select(positions).where(_p.open_key == open_position_key(mode, symbol))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return position_from_row(row) if row is not None else None
+
+    async def latest_exit(self, mode: ExecutionMode, symbol: str, since: datetime) -> ExitReason | None:
+        """Why the latest position of ``symbol`` closed at or after ``since`` closed (None: none did)."""
+        query = (
+            select(_p.exit_reason)
+            .where(
+                _p.mode == mode.value,
+                _p.symbol == symbol,
+                _p.status == PositionStatus.CLOSED.value,
+                _p.closed_at >= since,
+            )
+            .order_by(_p.closed_at.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+        return ExitReason(value) if value else None
+
+    async def claim_position(self, position_id: int, recommendation_id: int, now: datetime) -> int | None:
+        """Make ``recommendation_id`` the SELL that closes the open position (positions.exit_recommendation_id):
+        None when it is (now) the one, else the recommendation that holds it. A claim is free again once its
+        recommendation's execution is final (it sold, or it failed)."""
+        unfinished = [s.value for s in OrderStatus if s not in lifecycle.FINAL_ORDER]
+        in_flight = (
+            select(_e.recommendation_id)
+            .where(_e.recommendation_id == _p.exit_recommendation_id, _e.status.in_(unfinished))
+            .exists()
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(positions)
+                .where(
+                    _p.id == position_id,
+                    _p.status == PositionStatus.OPEN.value,
+                    or_(
+                        _p.exit_recommendation_id.is_(None),
+                        _p.exit_recommendation_id == recommendation_id,
+                        ~in_flight,
+                    ),
+                )
+                .values(exit_recommendation_id=recommendation_id, updated_at=now)
+            )
+            if result.rowcount:
+                return None
+            holder = (
+                await conn.execute(select(_p.exit_recommendation_id).where(_p.id == position_id))
+            ).scalar_one_or_none()
+        return int(holder or 0)
+
+    async def set_bracket(self, position_id: int, bracket_order_id: str, now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(positions)
+                .where(_p.id == position_id, _p.status == PositionStatus.OPEN.value)
+                .values(bracket_order_id=bracket_order_id, updated_at=now)
+            )
+
+    async def _lock_open_position(self, conn: AsyncConnection, position_id: int | None) -> bool:
+        """Lock the position's row (FOR UPDATE on MySQL; SQLite's BEGIN IMMEDIATE holds the writer lock): True when
+        it is still OPEN."""
+        query = select(_p.status).where(_p.id == position_id)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        return (await conn.execute(query)).scalar_one_or_none() == PositionStatus.OPEN.value
+
+    async def record_bracket_exit(
+        self,
+        position: Position,
+        fill: BracketFill,
+        close: Callable[[int], ClosedPosition],
+        client_order_id: Callable[[int], str],
+        reasoning: str,
+        now: datetime,
+    ) -> ClosedPosition | None:
+        """Record what the bracket sold as the position's exit, in one transaction: an EXECUTED exit SELL
+        recommendation (no signal, exit_reason), its execution carrying the bracket's order id, the position
+        CLOSED. Pending SELLs of the symbol are cancelled (nothing is left to sell). None when the position is no
+        longer open (recorded already: another executor, an earlier run)."""
+        async with self.engine.begin() as conn:
+            if not await self._lock_open_position(conn, position.id):
+                return None
+            reason = f"position closed by {fill.reason.value}"
+            await conn.execute(
+                lifecycle.finish(
+                    ExecutionStatus.CANCELLED, now=now, reason=reason, only_from=[ExecutionStatus.PENDING]
+                ).where(_r.symbol == position.symbol, _r.signal_type == SignalType.SELL.value)
+            )
+            rec_id = await self._insert_exit_recommendation(
+                conn, position, fill.reason, fill.average_price, fill.filled_size, reasoning, now
+            )
+            await conn.execute(
+                insert(trade_executions).values(
+                    recommendation_id=rec_id,
+                    client_order_id=client_order_id(rec_id),
+                    exchange_order_id=fill.order_id,
+                    mode=ExecutionMode.LIVE.value,
+                    status=OrderStatus.EXECUTED.value,
+                    symbol=position.symbol,
+                    side=OrderSide.SELL.value,
+                    base_size=fill.filled_size,
+                    filled_size=fill.filled_size,
+                    average_price=fill.average_price,
+                    fees=fill.fees,
+                    attempts=1,
+                    is_mock=False,
+                    created_at=now,
+                    updated_at=now,
+                    completed_at=now,
+                )
+            )
+            await conn.execute(
+                lifecycle.finish(ExecutionStatus.EXECUTED, now=now, executed_at=now).where(_r.id == rec_id)
+            )
+            closed = close(rec_id)
+            await conn.execute(update(positions).where(_p.id == position.id).values(**closed_values(closed)))
+            return closed
+
+    async def live_exit_recommendation(
+        self, position: Position, reason: ExitReason, market_price: Decimal, reasoning: str, now: datetime
+    ) -> Recommendation | None:
+        """Insert the PENDING SELL recommendation of a live exit that sells the position at market (the time
+        limit), executed like any live SELL. None when the position is no longer open."""
+        async with self.engine.begin() as conn:
+            if not await self._lock_open_position(conn, position.id):
+                return None
+            rec_id = await self._insert_exit_recommendation(
+                conn, position, reason, market_price, position.quantity, reasoning, now
+            )
+        return await self.recommendation(rec_id)
+
+    @staticmethod
+    async def _insert_exit_recommendation(
+        conn: AsyncConnection,
+        position: Position,
+        reason: ExitReason,
+        price: Decimal,
+        quantity: Decimal,
+        reasoning: str,
+        now: datetime,
+    ) -> int:
+        result = await conn.execute(
+            insert(trade_recommendations).values(
+                signal_id=None,
+                symbol=position.symbol,
+                signal_type=SignalType.SELL.value,
+                amount_usd=(quantity * price).quantize(Decimal("0.00000001")),
+                confidence=Decimal(1),
+                reasoning=reasoning,
+                execution_status=ExecutionStatus.PENDING.value,
+                entry_price=price.quantize(Decimal("0.00000001")),
+                stop_loss=position.stop_loss,
+                take_profit=position.take_profit,
+                amount_crypto=quantity,
+                is_mock=False,
+                created_at=now,
+                updated_at=now,
+                exit_reason=reason.value,
+            )
+        )
+        (rec_id,) = result.inserted_primary_key or (None,)
+        assert rec_id is not None
+        return int(rec_id)
+
+    async def open_positions(self, mode: ExecutionMode) -> list[Position]:
+        query = select(positions).where(_p.status == PositionStatus.OPEN.value, _p.mode == mode.value)
+        async with self.engine.connect() as conn:
+            return [position_from_row(row) for row in await conn.execute(query.order_by(_p.symbol))]
+
+    async def candles_between(
+        self, symbols: Sequence[str], granularity: str, since: datetime, until: datetime
+    ) -> dict[str, list[Candle]]:
+        """Candles of ``symbols`` that closed after ``since`` and at or before ``until``, oldest first."""
+        step = candle_seconds(granularity)
+        c = market_candles.c
+        query = (
+            select(c.symbol, c.start_time, c.open, c.high, c.low, c.close)
+            .where(
+                c.symbol.in_(sorted(set(symbols))),
+                c.granularity == granularity,
+                c.start_time > int(since.timestamp()) - step,
+                c.start_time <= int(until.timestamp()) - step,
+            )
+            .order_by(c.symbol, c.start_time)
+        )
+        out: dict[str, list[Candle]] = {s: [] for s in symbols}
+        async with self.engine.connect() as conn:
+            for row in await conn.execute(query):
+                out[row.symbol].append(
+                    Candle(
+                        start=int(row.start_time),
+                        seconds=step,
+                        open=Decimal(row.open),
+                        high=Decimal(row.high),
+                        low=Decimal(row.low),
+                        close=Decimal(row.close),
+                    )
+                )
+        return out
+
+    async def latest_closes(self, symbols: Sequence[str], granularity: str, until: datetime) -> dict[str, Decimal]:
+        """The close of each symbol's latest candle closed at or before ``until``."""
+        step = candle_seconds(granularity)
+        c = market_candles.c
+        out: dict[str, Decimal] = {}
+        async with self.engine.connect() as conn:
+            for symbol in sorted(set(symbols)):
+                value = (
+                    await conn.execute(
+                        select(c.close)
+                        .where(
+                            c.symbol == symbol,
+                            c.granularity == granularity,
+                            c.start_time <= int(until.timestamp()) - step,
+                        )
+                        .order_by(c.start_time.desc())
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+                if value is not None:
+                    out[symbol] = Decimal(value)
+        return out
 
     async def settle(self, work: Callable[[PaperSettlement], Awaitable[T]]) -> T:
         """Run ``work`` in one transaction that settles a batch of paper executions, then write what it recorded
@@ -274,6 +590,10 @@ class PaperSettlement:
         self._restarted: list[dict[str, Any]] = []
         self._recommendations: list[dict[str, Any]] = []
         self._now: datetime | None = None
+        # Positions by (mode, symbol) as this batch has left them (None: none open); loaded FOR UPDATE once.
+        self._positions: dict[tuple[str, str], Position | None] = {}
+        self._opened: list[Position] = []
+        self._closed: list[ClosedPosition] = []
 
     async def recommendations(self, ids: Sequence[int]) -> dict[int, Recommendation]:
         query = select(trade_recommendations).where(_r.id.in_(sorted(set(ids)))).order_by(_r.id)
@@ -339,6 +659,7 @@ class PaperSettlement:
     async def write(self) -> None:
         if self._new:
             await self.conn.execute(insert(trade_executions), self._new)
+        await self._write_positions()
         if self._restarted:
             await self.conn.execute(
                 update(trade_executions)
@@ -388,7 +709,99 @@ class PaperSettlement:
         if inserts:
             await self.conn.execute(insert(paper_balances), inserts)
 
+    async def _write_positions(self) -> None:
+        closed_here = {c.position.entry_recommendation_id: c for c in self._closed if c.position.id is None}
+        for position in self._opened:
+            row = opened_row(position, self._now or position.opened_at)
+            closed = closed_here.get(position.entry_recommendation_id)
+            if closed is not None:  # opened and closed in the same batch
+                row |= closed_values(closed)
+            await self.conn.execute(insert(positions).values(**row))
+        for closed in self._closed:
+            if closed.position.id is None:
+                continue
+            result = await self.conn.execute(
+                update(positions)
+                .where(_p.id == closed.position.id, _p.status == PositionStatus.OPEN.value)
+                .values(**closed_values(closed))
+            )
+            if result.rowcount != 1:  # pragma: no cover - the row was read FOR UPDATE (or under SQLite's lock)
+                raise RuntimeError(f"position {closed.position.id} was closed by someone else")
+
     # --- the paper ledger (executor_svc.paper_broker.PaperLedger) ---
+    async def open_position(self, mode: ExecutionMode, symbol: str) -> Position | None:
+        key = (mode.value, symbol)
+        if key not in self._positions:
+            query = select(positions).where(_p.open_key == open_position_key(mode, symbol))
+            if self._locking:
+                query = query.with_for_update()
+            row = (await self.conn.execute(query)).first()
+            self._positions[key] = position_from_row(row) if row is not None else None
+        return self._positions[key]
+
+    async def exit_recommendation(
+        self, position: Position, reason: ExitReason, market_price: Decimal, reasoning: str, now: datetime
+    ) -> Recommendation | None:
+        """Insert the SELL recommendation that records a protective exit of ``position`` (None when the position is
+        no longer open: another executor closed it first). Pending SELLs of the symbol are cancelled: the exit
+        sells the whole position."""
+        current = await self.open_position(position.mode, position.symbol)
+        if current is None or current.id != position.id:
+            return None
+        amount_usd = (position.quantity * market_price).quantize(Decimal("0.00000001"))
+        entry_price = market_price.quantize(Decimal("0.00000001"))
+        values = {
+            "signal_id": None,
+            "symbol": position.symbol,
+            "signal_type": SignalType.SELL.value,
+            "amount_usd": amount_usd,
+            "confidence": Decimal(1),
+            "reasoning": reasoning,
+            "execution_status": ExecutionStatus.PENDING.value,
+            "entry_price": entry_price,
+            "stop_loss": position.stop_loss,
+            "take_profit": position.take_profit,
+            "amount_crypto": position.quantity,
+            "is_mock": position.mode == ExecutionMode.PAPER,
+            "created_at": now,
+            "updated_at": now,
+            "exit_reason": reason.value,
+        }
+        await self.conn.execute(
+            lifecycle.finish(
+                ExecutionStatus.CANCELLED,
+                now=now,
+                reason=f"position closed by {reason.value}",
+                only_from=[ExecutionStatus.PENDING],
+            ).where(_r.symbol == position.symbol, _r.signal_type == SignalType.SELL.value)
+        )
+        result = await self.conn.execute(insert(trade_recommendations).values(**values))
+        (rec_id,) = result.inserted_primary_key or (None,)
+        assert rec_id is not None
+        return Recommendation(
+            id=int(rec_id),
+            symbol=position.symbol,
+            signal_type=SignalType.SELL,
+            amount_usd=amount_usd,
+            amount_crypto=position.quantity,
+            entry_price=entry_price,
+            status=ExecutionStatus.PENDING,
+            status_reason="",
+            is_mock=position.mode == ExecutionMode.PAPER,
+            created_at=now,
+            stop_loss=position.stop_loss,
+            take_profit=position.take_profit,
+            exit_reason=reason,
+        )
+
+    def position_opened(self, position: Position) -> None:
+        self._positions[(position.mode.value, position.symbol)] = position
+        self._opened.append(position)
+
+    def position_closed(self, closed: ClosedPosition) -> None:
+        self._positions[(closed.position.mode.value, closed.position.symbol)] = None
+        self._closed.append(closed)
+
     async def market_price(self, symbol: str, granularity: str, replay: bool) -> Decimal | None:
         key = (symbol, granularity)
         if key not in self._prices:

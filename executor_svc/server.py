@@ -10,12 +10,13 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.clock import utc_now
-from common.config import Settings, coinbase_attempt_budget_seconds
+from common.config import Settings, coinbase_attempt_budget_seconds, exit_rules_max_holding
 from common.loops import run_periodically
+from common.market_clock import MarketClock
 from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import executor_pb2, executor_pb2_grpc
 from executor_svc.execution import Executor, OrderLister
+from executor_svc.exits import ExitRules
 from executor_svc.paper_broker import PaperBroker
 from executor_svc.repository import ExecutorRepository
 from executor_svc.service import TradeExecutorServicer
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
     repository = ExecutorRepository(engine)
+    replay = settings.market_data_source == "replay"
+    clock = MarketClock(engine if replay else None)
     readiness = []
     on_stop = []
     background = []
@@ -81,17 +84,20 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
             fee_rate=settings.paper_taker_fee_rate,
             starting_cash=settings.paper_starting_cash_usd,
             granularity=settings.candle_granularity,
-            replay=settings.market_data_source == "replay",
-            clock=utc_now,
+            replay=replay,
+            clock=clock,
         )
     # A live order's lease outlasts the client's worst case for one order: every attempt timing out, plus backoff.
     worst_case = coinbase_attempt_budget_seconds(settings)
     executor = Executor(
         repository,
         broker,
-        utc_now,
+        clock,
         lease=timedelta(seconds=min(worst_case, 3600) + 30),
         order_window=timedelta(seconds=settings.orchestrator_pending_window_seconds),
+        exit_rules=ExitRules(max_holding=exit_rules_max_holding(settings)),
+        granularity=settings.candle_granularity,
+        refresh_clock=clock.refresh,
     )
     servicer = TradeExecutorServicer(executor)
     on_stop.insert(0, lambda: servicer.drain(settings.shutdown_grace_seconds))  # before the Coinbase client closes
@@ -112,14 +118,25 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
             )
 
     background.append(recover)
+    if not replay:  # in replay the replay runs ManagePositions once per released candle, on market time
+
+        async def positions_loop() -> None:
+            await recovered.wait()
+            await run_periodically("positions", settings.position_check_interval_seconds, executor.manage_positions)
+
+        background.append(positions_loop)
     if exchange is not None:
         lookback = timedelta(hours=settings.reconcile_lookback_hours)
 
         async def reconcile_loop() -> None:
             assert exchange is not None
             await recovered.wait()
+            # The start-up recovery has just resolved what a crash left; the first comparison follows a little later.
             await run_periodically(
-                "reconcile", settings.reconcile_interval_seconds, lambda: executor.reconcile(exchange, lookback)
+                "reconcile",
+                settings.reconcile_interval_seconds,
+                lambda: executor.reconcile(exchange, lookback),
+                initial_delay=min(settings.reconcile_interval_seconds, 60.0),
             )
 
         background.append(reconcile_loop)

@@ -19,6 +19,7 @@ from common.interceptor import status_code_name
 from common.lifecycle import (
     ExecutionStatus,
     decimal_string,
+    exit_reason_to_proto,
     mode_to_proto,
     order_side_to_proto,
     signal_type_to_proto,
@@ -117,6 +118,26 @@ class TradeExecutorServicer(executor_pb2_grpc.TradeExecutorServiceServicer):
                 task.add_done_callback(_orphan_done(request.recommendation_id))
             raise
         return executor_pb2.ProcessRecommendationResponse(result=to_message(result))
+
+    async def ManagePositions(
+        self, request: executor_pb2.ManagePositionsRequest, context: Any
+    ) -> executor_pb2.ManagePositionsResponse:
+        exits, still_open = await asyncio.shield(self._detach(self.executor.manage_positions()))
+        return executor_pb2.ManagePositionsResponse(
+            exits=[
+                executor_pb2.PositionExit(
+                    position_id=e.position.id or 0,
+                    symbol=e.position.symbol,
+                    reason=exit_reason_to_proto(e.reason),
+                    recommendation_id=e.recommendation_id,
+                    exit_price=decimal_string(e.exit_price),
+                    quantity=decimal_string(e.quantity),
+                    realized_pnl=decimal_string(e.realized_pnl),
+                )
+                for e in exits
+            ],
+            open_positions=still_open,
+        )
 
     async def _one(self, recommendation_id: int) -> executor_pb2.ExecuteRecommendationsResponse:
         """Exactly one answer per request, whatever happens. A problem of the executor itself (the database lost,

@@ -51,6 +51,8 @@ class GeneratorConfig:
     universe: UniverseRules
     data_source: str  # coinbase / database / replay
     is_mock: bool
+    # Replay: timestamp/created_at = the market time of the cycle (as_of), not the wall clock.
+    market_time_stamps: bool = False
 
 
 @dataclass
@@ -201,7 +203,7 @@ class SignalGenerator:
             if symbol not in features.index:
                 result.skipped[symbol] = "features incomplete (gaps or missing values)"
         rows = [
-            self._row(symbol, usable[symbol], dict(zip(features.columns, values, strict=True)), probs)
+            self._row(symbol, usable[symbol], dict(zip(features.columns, values, strict=True)), probs, as_of)
             for symbol, values, probs in zip(features.index, features.to_numpy().tolist(), probabilities, strict=True)
         ]
         saved, created = await self.store.save_signals(rows)
@@ -236,7 +238,7 @@ class SignalGenerator:
         return result
 
     def _row(
-        self, symbol: str, candles: np.ndarray, features: Mapping[str, float], probs: np.ndarray
+        self, symbol: str, candles: np.ndarray, features: Mapping[str, float], probs: np.ndarray, as_of: datetime
     ) -> dict[str, Any]:
         by_class = dict(zip(self.model.classes, (float(p) for p in probs), strict=True))
         signal_type, confidence = decide_from_probabilities(
@@ -244,7 +246,7 @@ class SignalGenerator:
         )
         last = dict(zip(CANDLE_COLUMNS, candles[-1].tolist(), strict=True))
         candle_time = datetime.fromtimestamp(int(last["timestamp"]), UTC)
-        now = self.clock()
+        now = as_of if self.config.market_time_stamps else self.clock()
         p_buy = to_probability(by_class["BUY"])
         return {
             "symbol": symbol,

@@ -6,9 +6,29 @@ The wall clock is injected, so tests drive it without sleeping."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+
+def training_period(card: Mapping[str, Any]) -> tuple[int, int] | None:
+    """[start, end) of the candles the model was fitted and validated on (its card's split: train_from to
+    test_from), Unix seconds; None when the card does not say."""
+    split = card.get("split") or {}
+    start, end = split.get("train_from"), split.get("test_from")
+    if not start or not end:
+        return None
+    return int(datetime.fromisoformat(start).timestamp()), int(datetime.fromisoformat(end).timestamp())
+
+
+def out_of_sample(starts: Sequence[int], card: Mapping[str, Any]) -> list[int]:
+    """The candle starts outside the model's training period: the replay and `cts backtest` never show the model
+    trading on candles it was fitted or validated on (earlier and later candles are both out of sample)."""
+    period = training_period(card)
+    if period is None:
+        return list(starts)
+    return [t for t in starts if not period[0] <= t < period[1]]
 
 
 @dataclass

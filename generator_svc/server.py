@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,7 +24,9 @@ from generator_svc.features import HISTORY_WINDOW, MIN_HISTORY
 from generator_svc.generation import GenerationResult, GeneratorConfig, SignalGenerator
 from generator_svc.market_data import CoinbaseMarketClient
 from generator_svc.model_store import load_model
-from generator_svc.replay import ReplayClock
+from generator_svc.pipeline_link import GrpcPipeline
+from generator_svc.replay import ReplayClock, out_of_sample
+from generator_svc.replay_conductor import ReplayConductor
 from generator_svc.repository import GeneratorRepository
 from generator_svc.service import SignalGeneratorServicer
 from generator_svc.universe import UniverseRules
@@ -48,6 +50,8 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         ),
         data_source={"replay": "replay", "coinbase": "coinbase", "database": "database"}[settings.market_data_source],
         is_mock=replay,
+        # Replay: signals are stamped with the market time of their candle's close (the bridge ages them on it).
+        market_time_stamps=replay,
     )
     on_stop: list[Callable[[], Awaitable[None]]] = []
     refresher: CandleRefresher | None = None
@@ -91,11 +95,22 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
             await refresher.refresh()
         after(await generator.generate(None))
 
+    pipeline = GrpcPipeline(settings)
+    on_stop.append(pipeline.close)
+
+    async def set_market_time(when: datetime) -> None:
+        await repository.set_control(ControlKey.REPLAY_CLOCK, when.isoformat())
+
+    conductor = ReplayConductor(
+        pipeline,
+        set_market_time,
+        step=timedelta(seconds=settings.orchestrator_interval_seconds),
+        candle=timedelta(seconds=candle_seconds(settings.candle_granularity)),
+    )
+
     async def replay_loop() -> None:
         nonlocal replay_clock
-        test_from = model.card.get("split", {}).get("test_from")
-        not_before = int(datetime.fromisoformat(test_from).timestamp()) if test_from else None
-        timeline = await repository.replay_timeline(settings.replay_warmup_candles, not_before)
+        timeline = out_of_sample(await repository.replay_timeline(settings.replay_warmup_candles), model.card)
         clock = ReplayClock(
             timeline, settings.replay_seconds_per_candle, step=candle_seconds(settings.candle_granularity)
         )
@@ -111,19 +126,24 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
                 if as_of is None:
                     break
                 released += 1
-                progress = {ControlKey.REPLAY_CLOCK: as_of.isoformat(), ControlKey.REPLAY_PROGRESS: clock.progress}
-                await repository.set_controls(progress)
+                await repository.set_control(ControlKey.REPLAY_CLOCK, as_of.isoformat())
+                # The pipeline runs on market time, step by step (generator_svc.replay_conductor): no nudges.
+                await conductor.before_signals(as_of)
                 try:
-                    after(await generator.generate(None, as_of))
+                    await generator.generate(None, as_of)
                 except Exception:
                     log.exception("replay cycle at %s failed", as_of.isoformat())
+                await conductor.after_signals(as_of)
+                # Counted once the whole pipeline has run on the candle: "n/n" means the replay is complete.
+                await repository.set_control(ControlKey.REPLAY_PROGRESS, clock.progress)
             await asyncio.sleep(max(0.01, min(1.0, settings.replay_seconds_per_candle / 4)))
         log.info("replay finished: every candle was released (%s)", clock.progress)
 
-    background: list[Callable[[], Awaitable[None]]] = [nudge.run]
+    background: list[Callable[[], Awaitable[None]]] = []
     if replay:
         background.append(replay_loop)
     else:
+        background.append(nudge.run)
         background.append(lambda: run_periodically("generator", settings.generator_interval_seconds, cycle))
 
     async def model_loaded() -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -134,8 +135,17 @@ class Link(Protocol):
 
 
 class Orchestrator:
-    def __init__(self, repository: OrchestratorStore, link: Link, limits: CycleLimits, clock: Clock) -> None:
+    def __init__(
+        self,
+        repository: OrchestratorStore,
+        link: Link,
+        limits: CycleLimits,
+        clock: Clock,
+        refresh_clock: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.repository = repository
+        # Replay: read the market time the replay has reached before each cycle (common.market_clock).
+        self.refresh_clock = refresh_clock
         self.link = link
         self.limits = limits
         self.clock = clock
@@ -150,6 +160,8 @@ class Orchestrator:
         result = CycleResult()
         # Asked before the transaction that claims: a NOT_SERVING or unreachable executor gets nothing.
         executor_problem = await self.link.problem()
+        if self.refresh_clock is not None:
+            await self.refresh_clock()
         now = self.clock()
         pending_since = now - self.limits.pending_window
         hours = self.limits.pending_window.total_seconds() / 3600

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.clock import utc_now
 from common.config import Settings
 from common.loops import run_periodically
+from common.market_clock import MarketClock
 from common.service_host import ServiceDefinition, ServiceParts
 from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator_svc.cycle import CycleLimits, Orchestrator
@@ -31,14 +32,16 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         pending_window=timedelta(seconds=settings.orchestrator_pending_window_seconds),
         claim_ttl=timedelta(seconds=settings.claim_ttl_seconds),
     )
-    orchestrator = Orchestrator(repository, link, limits, utc_now)
+    replay = settings.market_data_source == "replay"
+    clock = MarketClock(engine if replay else None)
+    orchestrator = Orchestrator(repository, link, limits, clock, refresh_clock=clock.refresh)
     servicer = TradeOrchestratorServicer(
         orchestrator, utc_now, settings.max_trades_per_window, settings.orchestrator_max_ids
     )
 
     async def cycle() -> None:
         await orchestrator.run_cycle()
-        await repository.prune_dispatches(utc_now() - timedelta(days=1))
+        await repository.prune_dispatches(clock() - timedelta(days=1))
 
     async def loop() -> None:
         await run_periodically(
@@ -52,7 +55,8 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
         register=[
             lambda server: orchestrator_pb2_grpc.add_TradeOrchestratorServiceServicer_to_server(servicer, server)
         ],
-        background=[loop],
+        # In replay the replay runs the orchestrator after the bridge, on market time: no wall-clock loop.
+        background=[] if replay else [loop],
         on_stop=[link.close],
     )
 

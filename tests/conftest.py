@@ -72,12 +72,18 @@ async def engine(database_url: str) -> AsyncIterator[Any]:
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    """Settings for an in-process service: no metrics server, fast health checks, short grace."""
+    """Settings for an in-process service: no metrics server, fast health checks, short grace, candles from the
+    database (not the replay)."""
     base: dict[str, Any] = {
         "database_url": database_url,
         **{info.setting("metrics_port"): 0 for info in SERVICES},
         "health_check_interval_seconds": 0.2,
         "shutdown_grace_seconds": 1.0,
+        # Candles already in the database, wall-clock time; tests of the replay ask for "replay".
+        "market_data_source": "database",
+        # Exits and reconciliation run when a test asks (a loop would race the test for the fake Coinbase's faults).
+        "position_check_interval_seconds": 3600,
+        "reconcile_interval_seconds": 3600,
     }
     base.update(overrides)
     return load_settings({}, **base)

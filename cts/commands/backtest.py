@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from generator_svc.candle_repository import load_candles
     from generator_svc.features import HISTORY_WINDOW
     from generator_svc.model_store import load_model
+    from generator_svc.replay import training_period
 
     settings = settings_or_exit()
     console = Console(soft_wrap=True, highlight=False)
@@ -92,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     model = load_model(settings.model_dir, settings.model_path)
-    test_from = model.card.get("split", {}).get("test_from")
-    first_decision = args.start or (datetime.fromisoformat(test_from) if test_from else None)
+    first_decision = args.start
 
     async def load() -> dict[str, Any]:
         engine = create_engine(settings.database_url)
@@ -108,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = asyncio.run(load())
     candles = {s: df for s, df in loaded.items() if len(df)}
+    period = training_period(model.card)
+    # Never the model's own training period: from its out-of-sample test period when the candles reach into the
+    # training period, else (all earlier: out of sample anyway) from the first candle.
+    last_candle = max((int(df["timestamp"].max()) for df in candles.values()), default=0)
+    if first_decision is None and period is not None and last_candle >= period[0]:
+        first_decision = datetime.fromtimestamp(period[1], UTC)
     if not candles:
         since = f"{first_decision:%Y-%m-%d}" if first_decision else "the first candle"
         until = f"{args.end:%Y-%m-%d}" if args.end else "the last candle"

@@ -91,8 +91,13 @@ def unreachable_addr() -> str:
 
 
 def bridge_settings(database_url: str, orchestrator_addr: str, **overrides: Any) -> Settings:
-    """The loop parked (a day) unless overridden; nudges go to ``orchestrator_addr``."""
-    values: dict[str, Any] = {"trade_orchestrator_addr": orchestrator_addr, "bridge_interval_seconds": 86_400}
+    """The loop parked (a day) unless overridden; nudges go to ``orchestrator_addr``; room for 1,000 open positions
+    (tests/bridge_svc/test_positions.py tests the limit)."""
+    values: dict[str, Any] = {
+        "trade_orchestrator_addr": orchestrator_addr,
+        "bridge_interval_seconds": 86_400,
+        "max_open_positions": 1000,
+    }
     values.update(overrides)
     return make_settings(database_url, **values)
 

@@ -69,8 +69,11 @@ async def test_racing_signals_for_one_symbol_leave_one_open_recommendation(
     reasons = Counter[str]()
     for response in responses:
         reasons.update(skipped_by_reason(response))
-    assert reasons == {"open_position": len(ids) - 1}
+    # Refused by the position book (a BUY already pending: position_open) or, racing it, by the database's unique
+    # pending key (open_position).
+    assert set(reasons) <= {"open_position", "position_open"}
+    assert reasons.total() == len(ids) - 1
     signals = await signal_rows(engine)
-    assert sorted(i for i in ids if signals[i].processed_reason == "open_position") == sorted(
+    assert sorted(i for i in ids if signals[i].processed_reason in {"open_position", "position_open"}) == sorted(
         set(ids) - {rows[0].signal_id}
     )

@@ -24,7 +24,7 @@ async def test_loop_bridges_eligible_signals(
     async with bridge_client(settings):
         (first,) = await insert_signals(engine, signal_row())
         nudged = await asyncio.wait_for(fake.requests.get(), timeout=10)
-        (second,) = await insert_signals(engine, signal_row(signal_type="SELL"))
+        (second,) = await insert_signals(engine, signal_row())
         nudged_again = await asyncio.wait_for(fake.requests.get(), timeout=10)
         await insert_signals(engine, signal_row(signal_type="HOLD"))
         await asyncio.sleep(0.3)  # a few more cycles: the HOLD signal is never bridged

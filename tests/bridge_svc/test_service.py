@@ -19,6 +19,7 @@ from common.service_host import ServiceHost
 from common.tables import trade_recommendations
 from crypto_trading.v1 import bridge_pb2, bridge_pb2_grpc, common_pb2
 from tests.bridge_svc.conftest import bridge_settings, insert_signals, recommendation_rows, signal_row, signal_rows
+from tests.support.seed import seed_position
 
 if TYPE_CHECKING:
     from crypto_trading.v1.bridge_pb2_grpc import SignalBridgeServiceAsyncStub as Stub
@@ -30,26 +31,36 @@ def skipped_by_reason(response: bridge_pb2.BridgeResponse) -> dict[str, int]:
 
 async def test_named_signals_eligibility(bridge: Stub, engine: AsyncEngine) -> None:
     now = utc_now().replace(microsecond=0)
+    for symbol in ("HELD1-USD", "HELD2-USD"):  # the SELL signals' positions: only the eligibility rules refuse them
+        await seed_position(engine, symbol)
+    moment = now - timedelta(seconds=60)  # the signals of one moment
     ids = await insert_signals(
         engine,
-        signal_row(signal_type="BUY", confidence=Decimal("0.6001")),  # eligible
-        signal_row(signal_type="SELL", confidence=Decimal("0.9000"), created_at=now - timedelta(seconds=3500)),
-        signal_row(signal_type="HOLD", confidence=Decimal("0.9000")),
-        signal_row(signal_type="BUY", confidence=Decimal("0.6000")),  # exactly the minimum: not above it
-        signal_row(signal_type="SELL", confidence=Decimal("0.3000")),
+        signal_row(signal_type="BUY", confidence=Decimal("0.6001"), created_at=moment),  # eligible
+        signal_row(
+            symbol="HELD1-USD",
+            signal_type="SELL",
+            confidence=Decimal("0.9000"),
+            created_at=now - timedelta(seconds=3500),
+        ),
+        signal_row(signal_type="HOLD", confidence=Decimal("0.9000"), created_at=moment),
+        # exactly the minimum: not above it
+        signal_row(signal_type="BUY", confidence=Decimal("0.6000"), created_at=moment),
+        signal_row(symbol="HELD2-USD", signal_type="SELL", confidence=Decimal("0.3000"), created_at=moment),
         signal_row(created_at=now - timedelta(seconds=3601)),
-        signal_row(processed=True),
+        signal_row(processed=True, created_at=moment),
     )
     response = await bridge.Bridge(bridge_pb2.BridgeRequest(signal_ids=[*ids, 999_999]), timeout=10)
 
-    assert [r.signal_id for r in response.recommendations] == ids[:2]
+    # In admission order: oldest first (bridge_svc.admission), not in the order the request named them.
+    assert [r.signal_id for r in response.recommendations] == [ids[1], ids[0]]
     assert [(s.signal_id, s.reason) for s in response.skipped_signals] == [
         (999_999, "not_found"),
-        (ids[2], "hold"),
+        (ids[5], "too_old"),  # the oldest
+        (ids[2], "hold"),  # then, of one moment, the highest confidence first
+        (ids[6], "already_processed"),
         (ids[3], "low_confidence"),
         (ids[4], "low_confidence"),
-        (ids[5], "too_old"),
-        (ids[6], "already_processed"),
     ]
     assert skipped_by_reason(response) == {
         "not_found": 1,
@@ -81,10 +92,11 @@ async def test_a_signal_is_bridged_once(bridge: Stub, engine: AsyncEngine) -> No
 
 async def test_without_ids_bridges_every_eligible_signal_oldest_first(bridge: Stub, engine: AsyncEngine) -> None:
     now = utc_now().replace(microsecond=0)
+    await seed_position(engine, "HELD-USD")
     eligible = await insert_signals(
         engine,
         signal_row(created_at=now - timedelta(seconds=30)),
-        signal_row(signal_type="SELL", created_at=now - timedelta(seconds=600)),
+        signal_row(symbol="HELD-USD", signal_type="SELL", created_at=now - timedelta(seconds=600)),
     )
     await insert_signals(
         engine,
@@ -102,6 +114,7 @@ async def test_without_ids_bridges_every_eligible_signal_oldest_first(bridge: St
 
 async def test_recommendation_fields(bridge: Stub, engine: AsyncEngine) -> None:
     price = Decimal("43210.12345678")
+    await seed_position(engine, "ETH-USD", "0.123456789", entry_price="2400")
     buy_id, sell_id = await insert_signals(
         engine,
         signal_row(symbol="BTC-USD", price=price, confidence=Decimal("0.8123"), buy_probability=Decimal("0.8123")),
@@ -130,6 +143,10 @@ async def test_recommendation_fields(bridge: Stub, engine: AsyncEngine) -> None:
     assert sell.signal_type == common_pb2.SIGNAL_TYPE_SELL
     assert Decimal(sell.stop_loss) == Decimal("2550.51")
     assert Decimal(sell.take_profit) == Decimal("2400.48")
+    # The SELL closes the whole position: the quantity held, valued at the signal's price (rounded down).
+    assert Decimal(sell.amount_crypto) == Decimal("0.12345678")
+    # the held quantity rounded down to the column's 8 decimals, valued at the signal price
+    assert Decimal(sell.amount_usd) == (Decimal("0.12345678") * Decimal("2500.5")).quantize(eight, ROUND_DOWN)
     assert sell.is_mock
 
     rows = {row.signal_id: row for row in await recommendation_rows(engine)}
@@ -149,25 +166,34 @@ async def test_recommendation_fields(bridge: Stub, engine: AsyncEngine) -> None:
         assert row.position_size_percent == Decimal(message.position_size_percent)
 
 
-async def test_open_position_is_refused_by_the_database(bridge: Stub, engine: AsyncEngine) -> None:
-    first, second, other_side, other_symbol = await insert_signals(
+async def test_one_open_recommendation_per_symbol_and_side(bridge: Stub, engine: AsyncEngine) -> None:
+    """In one batch, a second BUY of a symbol is refused (position_open) and so is a second SELL of a position
+    (exit_pending): each is marked processed with its reason, and one PENDING recommendation per symbol and side
+    remains (the database's unique pending key backs it when bridges race: tests/bridge_svc/test_concurrency.py)."""
+    await seed_position(engine, "SOL-USD")
+    created = utc_now().replace(microsecond=0) - timedelta(seconds=60)
+    first, second, sell, second_sell = await insert_signals(
         engine,
-        signal_row(symbol="SOL-USD"),
-        signal_row(symbol="SOL-USD"),
-        signal_row(symbol="SOL-USD", signal_type="SELL"),
-        signal_row(symbol="ADA-USD"),
+        signal_row(symbol="ADA-USD", created_at=created),
+        signal_row(symbol="ADA-USD", created_at=created),
+        signal_row(symbol="SOL-USD", signal_type="SELL", created_at=created),
+        signal_row(symbol="SOL-USD", signal_type="SELL", created_at=created),
     )
-    response = await bridge.Bridge(
-        bridge_pb2.BridgeRequest(signal_ids=[first, second, other_side, other_symbol]), timeout=10
-    )
+    response = await bridge.Bridge(bridge_pb2.BridgeRequest(signal_ids=[first, second, sell, second_sell]), timeout=10)
 
-    assert [r.signal_id for r in response.recommendations] == [first, other_side, other_symbol]
-    assert [(s.signal_id, s.reason) for s in response.skipped_signals] == [(second, "open_position")]
-    assert skipped_by_reason(response) == {"open_position": 1}
+    assert [r.signal_id for r in response.recommendations] == [first, sell]
+    assert [(s.signal_id, s.reason) for s in response.skipped_signals] == [
+        (second, "position_open"),
+        (second_sell, "exit_pending"),
+    ]
+    assert skipped_by_reason(response) == {"position_open": 1, "exit_pending": 1}
     signals = await signal_rows(engine)
     assert signals[second].processed
-    assert signals[second].processed_reason == "open_position"
-    assert len(await recommendation_rows(engine)) == 3
+    assert signals[second].processed_reason == "position_open"
+    assert signals[second_sell].processed
+    assert signals[second_sell].processed_reason == "exit_pending"
+    rows = await recommendation_rows(engine)
+    assert [(r.signal_id, r.pending_key) for r in rows] == [(first, "ADA-USD:BUY"), (sell, "SOL-USD:SELL")]
 
 
 async def test_existing_recommendation_for_an_unprocessed_signal(bridge: Stub, engine: AsyncEngine) -> None:

@@ -86,7 +86,13 @@ def order(**fields: Any) -> dict[str, Any]:
     return {"order": {**base, **fields}}
 
 
-PRODUCT = {"product_id": "BTC-USD", "base_increment": "0.00000001", "base_min_size": "0.00001", "quote_min_size": "1"}
+PRODUCT = {
+    "product_id": "BTC-USD",
+    "base_increment": "0.00000001",
+    "base_min_size": "0.00001",
+    "quote_min_size": "1",
+    "quote_increment": "0.01",
+}
 
 
 def claims(request: httpx.Request, key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
@@ -318,6 +324,9 @@ async def test_a_malformed_or_missing_number_in_an_order_is_an_error(
         ({"base_increment": "0"}, "base_increment"),  # would divide by zero
         ({"base_min_size": "1,5"}, "base_min_size"),
         ({"quote_min_size": None}, "quote_min_size"),
+        ({"quote_increment": "0"}, "quote_increment"),  # no price is a multiple of it
+        ({"quote_increment": "1e"}, "quote_increment"),
+        ({"quote_increment": None}, "quote_increment"),
     ],
 )
 async def test_malformed_product_rules_are_an_error(
@@ -337,10 +346,11 @@ async def test_product_rules_are_read(key: ec.EllipticCurvePrivateKey) -> None:
         rules = await client.product("BTC-USD")
     finally:
         await client.close()
-    assert (rules.base_increment, rules.base_min_size, rules.quote_min_size) == (
+    assert (rules.base_increment, rules.base_min_size, rules.quote_min_size, rules.quote_increment) == (
         Decimal("0.00000001"),
         Decimal("0.00001"),
         Decimal(1),
+        Decimal("0.01"),
     )
 
 

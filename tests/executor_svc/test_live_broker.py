@@ -11,6 +11,7 @@ import pytest
 
 from common.lifecycle import OrderSide, OrderStatus
 from executor_svc.coinbase_client import (
+    Bracket,
     ExchangeAuthError,
     ExchangeError,
     ExchangeRequestError,
@@ -21,7 +22,7 @@ from executor_svc.coinbase_client import (
     TransientExchangeError,
 )
 from executor_svc.domain import OrderOutcome, OrderRequest
-from executor_svc.live_broker import LiveBroker
+from executor_svc.live_broker import LiveBroker, LiveOrderOutcome
 
 RULES = ProductRules(base_increment=Decimal("0.0001"), base_min_size=Decimal("0.001"), quote_min_size=Decimal("1"))
 
@@ -40,6 +41,7 @@ class FakeClient:
         self.problems: dict[str, ExchangeError] = {}
         self.calls: list[str] = []
         self.orders: list[tuple[str, str, str, Decimal | None, Decimal | None]] = []
+        self.brackets: list[Bracket | None] = []  # the bracket each order carried
         self.found: OrderState | None = None  # what find_order (List Orders by client_order_id) answers
 
     def _call(self, name: str) -> None:
@@ -57,10 +59,18 @@ class FakeClient:
         return self.balance
 
     async def create_market_order(
-        self, client_order_id: str, product_id: str, side: str, *, quote_size: Decimal | None, base_size: Decimal | None
+        self,
+        client_order_id: str,
+        product_id: str,
+        side: str,
+        *,
+        quote_size: Decimal | None,
+        base_size: Decimal | None,
+        bracket: Bracket | None = None,
     ) -> OrderAck:
         self._call("order")
         self.orders.append((client_order_id, product_id, side, quote_size, base_size))
+        self.brackets.append(bracket)
         return self.ack
 
     async def get_order(self, order_id: str) -> OrderState:
@@ -96,7 +106,7 @@ async def test_buy_spends_whole_cents_and_reads_the_fill_back() -> None:
     client = FakeClient()
     outcome = await broker(client).execute(buy())
     assert client.orders == [("cid-7", "BTC-USD", "BUY", Decimal("100.12"), None)]  # rounded down to the cent
-    assert outcome == OrderOutcome(
+    assert outcome == LiveOrderOutcome(
         OrderStatus.EXECUTED,
         exchange_order_id="ord-1",
         filled_size=Decimal("0.0011"),
@@ -104,6 +114,7 @@ async def test_buy_spends_whole_cents_and_reads_the_fill_back() -> None:
         fees=Decimal("0.59"),
     )
     assert client.calls == ["product", "order", "get_order"]  # a BUY needs no balance check
+    assert client.brackets == [None]  # no levels: no bracket
 
 
 async def test_sell_rounds_down_to_the_increment_and_checks_the_balance_first() -> None:
@@ -264,3 +275,69 @@ async def test_lookup_that_cannot_ask_stays_pending() -> None:
     client.problems["find_order"] = TransientExchangeError("HTTP 503")
     outcome = await LiveBroker(client).lookup(buy(), datetime(2026, 1, 1, tzinfo=UTC))
     assert outcome.status == OrderStatus.PENDING
+
+
+def protected_buy(take_profit: str | None = "93001.237", stop_loss: str | None = "87000.004") -> OrderRequest:
+    return OrderRequest(
+        7,
+        "cid-7",
+        "BTC-USD",
+        OrderSide.BUY,
+        quote_size=Decimal("100"),
+        base_size=Decimal(0),
+        take_profit=None if take_profit is None else Decimal(take_profit),
+        stop_loss=None if stop_loss is None else Decimal(stop_loss),
+    )
+
+
+async def test_a_buy_with_levels_carries_its_bracket_rounded_to_the_quote_increment() -> None:
+    client = FakeClient()
+    client.ack = OrderAck(True, "ord-1", "", "", attached_order_id="br-1")
+    outcome = await broker(client).execute(protected_buy())
+    # quote_increment 0.01: the take-profit rounded down, the stop-loss up (both toward the entry)
+    assert client.brackets == [Bracket(take_profit=Decimal("93001.23"), stop_loss=Decimal("87000.01"))]
+    assert isinstance(outcome, LiveOrderOutcome)
+    assert (outcome.status, outcome.bracket_order_id) == ("EXECUTED", "br-1")
+    assert outcome.bracket == client.brackets[0]
+
+
+async def test_the_bracket_id_comes_from_the_parent_when_the_answer_does_not_name_it() -> None:
+    parent = OrderState(
+        "ord-1", "FILLED", Decimal("0.0011"), Decimal("90000"), Decimal("0.59"), attached_order_id="br-9"
+    )
+    client = FakeClient(states=[parent])
+    outcome = await broker(client).execute(protected_buy())
+    assert isinstance(outcome, LiveOrderOutcome)
+    assert outcome.bracket_order_id == "br-9"
+
+
+@pytest.mark.parametrize(
+    ("take_profit", "stop_loss"),
+    [
+        ("93000", None),  # one level is no bracket
+        (None, "87000"),
+        ("87000.004", "87000.001"),  # rounded, the target is no longer above the stop
+    ],
+)
+async def test_levels_that_make_no_bracket_place_no_order(take_profit: str | None, stop_loss: str | None) -> None:
+    client = FakeClient()
+    outcome = await broker(client).execute(protected_buy(take_profit, stop_loss))
+    assert (outcome.status, outcome.error_code) == ("FAILED", "INVALID_BRACKET")
+    assert "no order placed" in outcome.error_message
+    assert client.orders == []
+
+
+async def test_a_sell_never_carries_a_bracket() -> None:
+    client = FakeClient(balance="1")
+    order = OrderRequest(
+        8,
+        "cid-8",
+        "BTC-USD",
+        OrderSide.SELL,
+        quote_size=Decimal(0),
+        base_size=Decimal("0.01"),
+        take_profit=Decimal("93000"),
+        stop_loss=Decimal("87000"),
+    )
+    assert (await broker(client).execute(order)).status == "EXECUTED"
+    assert client.brackets == [None]

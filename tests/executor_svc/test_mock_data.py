@@ -78,7 +78,8 @@ async def test_paper_executions_are_mock_and_real_trades_count_alone(
     database_url: str, engine: Any, fake: FakeCoinbase
 ) -> None:
     paper_buy = await seed_recommendation(engine, amount_usd=Decimal(50))
-    paper_sell = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal(5))  # no holdings
+    # no open ETH position
+    paper_sell = await seed_recommendation(engine, symbol="ETH-USD", signal_type="SELL", amount_crypto=Decimal(5))
     live_buy = await seed_recommendation(engine, amount_usd=Decimal(20))
     async with running_service(DEFINITION, make_settings(database_url, market_data_source="database")) as service:
         assert (await process(service.port, paper_buy)).status == EXECUTED

@@ -165,3 +165,37 @@ def test_compare_names_every_disagreement() -> None:
     ]
     assert not report.clean
     assert compare([_listed("c1", "0.5")], {"c1": records["c1"]}, utc_now()).clean
+
+
+def test_compare_knows_the_brackets_of_its_orders_and_their_recorded_exits() -> None:
+    """A bracket attached to a known BUY is no unknown order; a recorded bracket exit (its execution carries the
+    bracket's order id, its client_order_id is never at the exchange) is listed; a stranger's bracket is unknown."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    from executor_svc.coinbase_client import ListedOrder, OrderState
+    from executor_svc.reconciliation import compare
+
+    def bracket(order_id: str, parent: str, status: str = "OPEN", filled: str = "0") -> ListedOrder:
+        state = OrderState(order_id, status, Decimal(filled), Decimal("100"), Decimal(0), originating_order_id=parent)
+        return ListedOrder(order_id, "", "BTC-USD", "SELL", state, order_type="BRACKET", originating_order_id=parent)
+
+    records = {
+        "c1": _record(1, "EXECUTED", "0.5"),  # a BUY whose bracket is open
+        "c2": _record(2, "EXECUTED", "0.5"),  # a BUY whose bracket filled...
+        "c3": replace(_record(3, "EXECUTED", "0.5"), exchange_order_id="br-2"),  # ...recorded as its exit
+    }
+    orders = [
+        _listed("c1", "0.5"),
+        bracket("br-1", "ex-c1"),
+        _listed("c2", "0.5"),
+        bracket("br-2", "ex-c2", "FILLED", "0.5"),
+        bracket("br-x", "ex-stranger"),  # attached to an order this installation never placed
+    ]
+    report = compare(orders, records, utc_now())
+    assert report.orders_seen == 5
+    assert report.mismatches == []
+    assert len(report.unknown) == 1
+    assert "br-x" in report.unknown[0]
+    # Without the parent's record, its bracket is unknown too (the check can fail).
+    assert len(compare(orders, {"c2": records["c2"], "c3": records["c3"]}, utc_now()).unknown) == 3

@@ -15,6 +15,7 @@ from common.control import ControlKey
 from common.server import running_service
 from common.tables import (
     paper_balances,
+    positions,
     system_control,
     trade_executions,
 )
@@ -24,7 +25,7 @@ from executor_svc.server import DEFINITION
 from tests.conftest import make_settings
 from tests.support.fake_coinbase import FakeCoinbase, live_settings
 from tests.support.rows import execution_row, rec_status
-from tests.support.seed import seed_recommendation
+from tests.support.seed import seed_buys, seed_price, seed_recommendation
 
 EXECUTED = common_pb2.EXECUTION_STATUS_EXECUTED
 FAILED = common_pb2.EXECUTION_STATUS_FAILED
@@ -68,16 +69,27 @@ async def test_paper_buy_then_sell_and_replay(database_url: str, engine: Any) ->
     async with engine.connect() as conn:
         balances = dict((await conn.execute(select(paper_balances.c.asset, paper_balances.c.available))).all())
         executions = (await conn.execute(select(func.count()).select_from(trade_executions))).scalar_one()
+        position = (await conn.execute(select(positions))).one()
     assert executions == 2
-    assert balances["BTC"] == Decimal(first.filled_size) - Decimal("0.005")
+    # The SELL closes the whole position, whatever amount_crypto it names.
+    assert Decimal(sold.filled_size) == Decimal(first.filled_size)
+    assert balances["BTC"] == 0
+    assert position.status == "CLOSED"
+    assert position.open_key is None
+    assert position.exit_reason == "signal"
+    assert position.exit_recommendation_id == sell
+    proceeds = (Decimal(sold.filled_size) * Decimal(sold.average_price)).quantize(Decimal("1e-8"))
+    cost = (Decimal(first.filled_size) * Decimal(first.average_price)).quantize(Decimal("1e-8")) + Decimal(first.fees)
+    assert position.realized_pnl == proceeds - Decimal(sold.fees) - cost
 
 
 async def test_paper_sell_without_holdings_fails(database_url: str, engine: Any) -> None:
-    sell = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal("1"))
+    sell = await seed_recommendation(engine, symbol="BTC-USD", signal_type="SELL", amount_crypto=Decimal("1"))
     async with running_service(DEFINITION, make_settings(database_url, market_data_source="database")) as service:
         result = await process(service.port, sell)
     assert result.status == FAILED
-    assert "holdings" in result.error_reason
+    assert "no open PAPER position in BTC-USD" in result.error_reason
+    assert (await execution_row(engine, sell)).error_code == "NO_POSITION"
     assert await rec_status(engine, sell) == "FAILED"
 
 
@@ -86,7 +98,10 @@ async def test_paper_replicas_settle_each_recommendation_once_and_keep_the_books
 ) -> None:
     """Two paper executors, unary calls and streams racing over the same recommendations (group commits of many
     sizes): one execution each, and the paper cash equals the starting cash minus what the fills cost."""
-    buys = [await seed_recommendation(engine, amount_usd=Decimal(10 + i)) for i in range(40)]
+    symbols = [f"S{i:02d}-USD" for i in range(40)]  # one position per symbol: 40 symbols
+    for i, symbol in enumerate(symbols):
+        await seed_price(engine, symbol, str(10 + i))
+    buys = [await seed_recommendation(engine, symbol=s, amount_usd=Decimal(10 + i)) for i, s in enumerate(symbols)]
     settings = make_settings(database_url, market_data_source="database")
     async with (
         running_service(DEFINITION, settings) as one,
@@ -124,7 +139,11 @@ async def test_paper_replicas_settle_each_recommendation_once_and_keep_the_books
         Decimal(0),
     )
     assert balances["USD"] == settings.paper_starting_cash_usd - spent
-    assert balances["BTC"] == sum((size for size, _, _ in rows), Decimal(0))
+    async with engine.connect() as conn:
+        held = dict((await conn.execute(select(positions.c.symbol, positions.c.quantity))).tuples().all())
+    assert len(held) == len(buys)
+    assert sum(balances[s.split("-")[0]] for s in symbols) == sum((size for size, _, _ in rows), Decimal(0))
+    assert all(balances[s.split("-")[0]] == held[s] for s in symbols)
     assert {await rec_status(engine, rec) for rec in buys} == {"EXECUTED"}
 
 
@@ -145,12 +164,13 @@ async def test_live_buy_sell_rejection_and_faults(
     database_url: str, engine: Any, fake: FakeCoinbase, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    buy = await seed_recommendation(engine)
-    sell = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal("0.5"))
+    # The BUY and the SELLs on BTC-USD (the fake exchange holds 1 BTC), the other BUYs on symbols of their own.
+    buy = await seed_recommendation(engine, symbol="BTC-USD")
+    sell = await seed_recommendation(engine, symbol="BTC-USD", signal_type="SELL", amount_crypto=Decimal("0.5"))
     rejected = await seed_recommendation(engine, symbol="BTC-USD", amount_usd=Decimal("50"))
     flaky = await seed_recommendation(engine, amount_usd=Decimal("20"))
     stuck = await seed_recommendation(engine, amount_usd=Decimal("30"))
-    too_much = await seed_recommendation(engine, signal_type="SELL", amount_crypto=Decimal("50"))
+    too_much = await seed_recommendation(engine, symbol="BTC-USD", signal_type="SELL", amount_crypto=Decimal("50"))
     opened = await seed_recommendation(engine, amount_usd=Decimal("40"))
     async with running_service(DEFINITION, live_settings(database_url, fake)) as service:
         result = await process(service.port, buy)
@@ -337,7 +357,7 @@ async def test_bad_recommendations_send_nothing(
 
 
 async def test_stream_answers_every_request(database_url: str, engine: Any) -> None:
-    ids = [await seed_recommendation(engine, amount_usd=Decimal("10")) for _ in range(5)]
+    ids = await seed_buys(engine, 5, amount_usd=Decimal("10"))
     settings = make_settings(database_url, market_data_source="database")
     async with (
         running_service(DEFINITION, settings) as service,

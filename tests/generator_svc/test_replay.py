@@ -75,7 +75,9 @@ async def test_generate_without_as_of_answers_for_the_replay_time(database_url: 
         response = await stub.Generate(generator_pb2.GenerateRequest(symbols=["ETH-USD"]), timeout=30)
     (signal,) = response.signals
     released, total = (int(x) for x in controls[ControlKey.REPLAY_PROGRESS].split("/"))
-    assert released == 1
+    # The first candle is released (REPLAY_CLOCK) but not counted: it counts once the whole pipeline has run on it,
+    # and no bridge, orchestrator or executor runs here (the replay waits for them).
+    assert released == 0
     assert total > 1
     # Without as_of, the signal is for the candle the replay has just released, not for today's clock.
     replay_time = datetime.fromisoformat(controls[ControlKey.REPLAY_CLOCK])

@@ -5,7 +5,10 @@ The executor, the orchestrator and the bridge run as real processes against one 
 every connection to that database twice: once between two orchestration cycles (idle pooled connections: the
 pool's pre-ping must replace them without a single failed RPC) and once repeatedly while a large Orchestrate is
 streaming recommendations to the executor (transactions die half-way: they must roll back, stay PENDING, and be
-executed exactly once by later cycles)."""
+executed exactly once by later cycles).
+
+A paper BUY opens a position and a symbol holds one at a time: every seeded BUY is on a symbol of its own (with a
+price), and MAX_OPEN_POSITIONS is lifted so the bridge still admits the signals' BUYs."""
 
 from __future__ import annotations
 
@@ -48,59 +51,66 @@ ENV = PIPELINE_ENV | {
     # A claim whose cycle died with its connection is taken over after this long.
     "CLAIM_TTL_SECONDS": "3",
     "EXECUTOR_TIMEOUT_SECONDS": "10",
+    "MAX_OPEN_POSITIONS": "10000",
 }
+LEVELS = list(PRICES.values())  # the seeded BUYs' prices, in turn
+
+
+def _candles(prices: dict[str, Decimal]) -> list[dict[str, Any]]:
+    """One candle per symbol (the last closed hour), at its price: what paper fills use."""
+    start = (int(utc_now().timestamp()) // HOUR - 1) * HOUR
+    return [
+        {
+            "symbol": symbol,
+            "granularity": "ONE_HOUR",
+            "start_time": start,
+            "open": price,
+            "high": price,
+            "low": price,
+            "close": price,
+            "volume": Decimal(1),
+            "source": "csv",
+        }
+        for symbol, price in prices.items()
+    ]
 
 
 async def _seed_prices(engine: AsyncEngine) -> None:
-    start = (int(utc_now().timestamp()) // HOUR - 1) * HOUR
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(market_candles),
-            [
-                {
-                    "symbol": symbol,
-                    "granularity": "ONE_HOUR",
-                    "start_time": start,
-                    "open": price,
-                    "high": price,
-                    "low": price,
-                    "close": price,
-                    "volume": Decimal(1),
-                    "source": "csv",
-                }
-                for symbol, price in PRICES.items()
-            ],
-        )
+        await conn.execute(insert(market_candles), _candles(PRICES))
 
 
 async def _seed_recommendations(engine: AsyncEngine, count: int, first_signal_id: int) -> list[int]:
-    """``count`` PENDING $10 BUYs (distinct signal ids, no pending_key)."""
+    """``count`` PENDING $10 BUYs (distinct signal ids), each on a symbol of its own with a price."""
     now = utc_now() - timedelta(seconds=5)
+    prices = {f"B{first_signal_id + i}-USD": LEVELS[i % len(LEVELS)] for i in range(count)}
     rows = [
         {
             "signal_id": first_signal_id + i,
-            "symbol": SYMBOLS[i % len(SYMBOLS)],
+            "symbol": symbol,
+            "pending_key": f"{symbol}:BUY",
             "signal_type": "BUY",
             "amount_usd": Decimal("10"),
             "confidence": Decimal("0.7000"),
-            "entry_price": PRICES[SYMBOLS[i % len(SYMBOLS)]],
+            "entry_price": price,
             "amount_crypto": Decimal("0.0001"),
             "execution_status": "PENDING",
             "is_mock": True,
             "created_at": now,
             "updated_at": now,
         }
-        for i in range(count)
+        for i, (symbol, price) in enumerate(prices.items())
     ]
     r = trade_recommendations.c
     async with engine.begin() as conn:
+        await conn.execute(insert(market_candles), _candles(prices))
         await conn.execute(insert(trade_recommendations), rows)
         ids = await conn.execute(select(r.id).where(r.signal_id.between(first_signal_id, first_signal_id + count - 1)))
         return sorted(ids.scalars())
 
 
 async def _seed_signals(engine: AsyncEngine) -> list[int]:
-    """One fresh BUY signal per symbol (one each: a second open BUY of a symbol would be refused)."""
+    """One fresh BUY signal per symbol of SYMBOLS (no position yet: a BUY of a symbol with one is refused)."""
     now = utc_now()
     candle = (int(now.timestamp()) // HOUR - 1) * HOUR
     ids = []

@@ -32,6 +32,8 @@ def test_bridge_metrics_are_scraped(tmp_path: Path) -> None:
         SIGNAL_BRIDGE_METRICS_PORT=str(metrics_port),
         BIND_HOST="127.0.0.1",
         BRIDGE_INTERVAL_SECONDS="0.2",
+        # Wall-clock loops (in replay the replay conducts the bridge: no loop of its own).
+        MARKET_DATA_SOURCE="database",
     )
     subprocess.run([sys.executable, "-m", "cts", "migrate"], env=env, check=True, capture_output=True)
     proc = subprocess.Popen([sys.executable, "-m", "bridge_svc"], env=env, stderr=subprocess.DEVNULL)

@@ -25,15 +25,15 @@ from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from testkit.databases import clear_tables
 from testkit.ports import address, free_ports
 from testkit.processes import PIPELINE_ENV, ServiceProcesses, stopped_at_the_end
+from tests.reliability.loops import wait_for_first_cycle
 from tests.support import outcomes
 from tests.support.fake_executor import running_fake_executor
-from tests.support.seed import seed_price, seed_recommendation
+from tests.support.seed import seed_recommendation
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
 RECOMMENDATIONS = 3
 TAKEOVER_LIMIT_SECONDS = 10.0
-ORCHESTRATOR_LOOP_DELAY = 6.0  # the loop's first cycle runs 5 s after start-up: let it pass before seeding
 CLAIM_TTL_SECONDS = Settings.model_fields["claim_ttl_seconds"].default  # the default, not a test value
 
 
@@ -44,20 +44,28 @@ async def test_a_killed_orchestrators_claims_are_taken_over_within_10_s(mysql_da
     processes = ServiceProcesses(mysql_database, tmp_path / "logs", PIPELINE_ENV)
     async with stopped_at_the_end(processes, engine):
         async with running_fake_executor() as holding:
-            executor_port, a_port, b_port = free_ports(3)
-            spawned = time.monotonic()
+            executor_port, a_port, b_port, a_metrics, b_metrics = free_ports(5)
             processes.spawn("executor", "executor-b", executor_port)
-            a = processes.spawn("orchestrator", "orchestrator-a", a_port, {"TRADE_EXECUTOR_ADDR": holding.address})
+            a = processes.spawn(
+                "orchestrator",
+                "orchestrator-a",
+                a_port,
+                {"TRADE_EXECUTOR_ADDR": holding.address, "TRADE_ORCHESTRATOR_METRICS_PORT": str(a_metrics)},
+            )
             b = processes.spawn(
                 "orchestrator",
                 "orchestrator-b",
                 b_port,
-                {"TRADE_EXECUTOR_ADDR": address(executor_port), "LOG_LEVEL": "INFO"},
+                {
+                    "TRADE_EXECUTOR_ADDR": address(executor_port),
+                    "LOG_LEVEL": "INFO",
+                    "TRADE_ORCHESTRATOR_METRICS_PORT": str(b_metrics),
+                },
             )
             await processes.wait_serving(within=60)
-            await asyncio.sleep(max(0.0, spawned + ORCHESTRATOR_LOOP_DELAY - time.monotonic()))
-            await seed_price(engine, "BTC-USD", "9000")
-            ids = [await seed_recommendation(engine) for _ in range(RECOMMENDATIONS)]
+            # The loops' first cycle runs 5 s after start-up (the next a day later): let it pass before seeding.
+            await asyncio.gather(*(wait_for_first_cycle(port, "orchestrator") for port in (a_metrics, b_metrics)))
+            ids = [await seed_recommendation(engine) for _ in range(RECOMMENDATIONS)]  # a symbol (and price) each
 
             async with (
                 grpc.aio.insecure_channel(a.address) as a_channel,

@@ -1,6 +1,9 @@
 """Two generators, two bridges, two orchestrators and two executors against one MariaDB, 500 pending
 recommendations with the cap lifted: each executed exactly once, no signal or recommendation duplicated.
 
+A paper BUY opens a position and a symbol holds one position at a time: the 500 seeded BUYs are on 500 symbols of
+their own (each with a price), and MAX_OPEN_POSITIONS is lifted so the bridges still admit the pipeline's BUYs.
+
 Every service runs as its own process; generator A nudges bridge A, which nudges orchestrator A, which streams to
 executor A (and likewise for B), all sharing one database. The test drives both replicas of every service at once
 over real gRPC: Orchestrate on both orchestrators (in small batches, so the two claim from the same pending set),
@@ -44,6 +47,7 @@ from crypto_trading.v1 import (
 from testkit.databases import clear_tables
 from testkit.ports import address, free_ports
 from testkit.processes import PIPELINE_ENV, ServiceProcess, ServiceProcesses, stopped_at_the_end
+from tests.reliability.loops import wait_for_first_cycle
 from tests.support import outcomes
 from tests.support.seed import bundled
 
@@ -58,8 +62,12 @@ RECOMMENDATIONS = 500
 STARTING_CASH = Decimal("1000000000")
 USD_QUANTUM = Decimal("0.00000001")
 ORCHESTRATE_BATCH = 40
-ORCHESTRATOR_LOOP_DELAY = 7.0
-CLUSTER_ENV = PIPELINE_ENV | {"SELL_THRESHOLD": "0.99", "PAPER_STARTING_CASH_USD": str(STARTING_CASH)}
+SEEDED_SYMBOLS = [f"P{i:03d}-USD" for i in range(RECOMMENDATIONS)]
+CLUSTER_ENV = PIPELINE_ENV | {
+    "SELL_THRESHOLD": "0.99",
+    "PAPER_STARTING_CASH_USD": str(STARTING_CASH),
+    "MAX_OPEN_POSITIONS": "10000",
+}
 
 
 def _stamp(seconds: int) -> Timestamp:
@@ -94,13 +102,30 @@ async def _seed_candles(engine: AsyncEngine) -> int:
     return last_start
 
 
-async def _seed_recommendations(engine: AsyncEngine) -> list[int]:
-    """RECOMMENDATIONS PENDING $10 BUYs of SYMBOLS[0] (distinct signal ids, no pending_key so they coexist)."""
+async def _seed_recommendations(engine: AsyncEngine, price_start: int) -> list[int]:
+    """RECOMMENDATIONS PENDING $10 BUYs (distinct signal ids), one per symbol of SEEDED_SYMBOLS, each with a candle
+    (close 9000) starting at ``price_start``."""
     now = utc_now() - timedelta(seconds=5)
+    price = Decimal("9000")
+    candles = [
+        {
+            "symbol": symbol,
+            "granularity": "ONE_HOUR",
+            "start_time": price_start,
+            "open": price,
+            "high": price,
+            "low": price,
+            "close": price,
+            "volume": Decimal(1),
+            "source": "csv",
+        }
+        for symbol in SEEDED_SYMBOLS
+    ]
     rows = [
         {
             "signal_id": 1_000_000 + i,
-            "symbol": SYMBOLS[0],
+            "symbol": symbol,
+            "pending_key": f"{symbol}:BUY",
             "signal_type": "BUY",
             "amount_usd": Decimal("10"),
             "confidence": Decimal("0.7000"),
@@ -111,9 +136,10 @@ async def _seed_recommendations(engine: AsyncEngine) -> list[int]:
             "created_at": now,
             "updated_at": now,
         }
-        for i in range(RECOMMENDATIONS)
+        for i, symbol in enumerate(SEEDED_SYMBOLS)
     ]
     async with engine.begin() as conn:
+        await conn.execute(insert(market_candles), candles)
         await conn.execute(insert(trade_recommendations), rows)
         ids = await conn.execute(
             select(trade_recommendations.c.id).where(trade_recommendations.c.signal_id >= 1_000_000)
@@ -121,16 +147,21 @@ async def _seed_recommendations(engine: AsyncEngine) -> list[int]:
         return sorted(ids.scalars())
 
 
-def _start_cluster(processes: ServiceProcesses) -> dict[str, list[ServiceProcess]]:
-    """Two replicas of each service; replica X of every service talks to replica X of the next one."""
-    free = free_ports(8)
+def _start_cluster(processes: ServiceProcesses) -> tuple[dict[str, list[ServiceProcess]], list[int]]:
+    """Two replicas of each service; replica X of every service talks to replica X of the next one. Returns them
+    and the orchestrators' metrics ports."""
+    free = free_ports(10)
     ports = {kind: free[2 * k : 2 * k + 2] for k, kind in enumerate(SERVICE_NAMES)}
+    metrics = free[8:10]
     started: dict[str, list[ServiceProcess]] = {kind: [] for kind in ports}
     for replica, suffix in enumerate("ab"):
         peers = {f"{service(kind).env_prefix}_ADDR": address(ports[kind][replica]) for kind in SERVICE_NAMES}
         for kind in SERVICE_NAMES:
-            started[kind].append(processes.spawn(kind, f"{kind}-{suffix}", ports[kind][replica], peers))
-    return started
+            env = dict(peers)
+            if kind == "orchestrator":
+                env["TRADE_ORCHESTRATOR_METRICS_PORT"] = str(metrics[replica])
+            started[kind].append(processes.spawn(kind, f"{kind}-{suffix}", ports[kind][replica], env))
+    return started, metrics
 
 
 async def _count(engine: AsyncEngine, query: Any) -> int:
@@ -162,12 +193,12 @@ async def test_replicas_execute_each_recommendation_once(mysql_database: str, tm
     processes = ServiceProcesses(mysql_database, tmp_path / "logs", CLUSTER_ENV)
     async with stopped_at_the_end(processes, engine):
         last_start = await _seed_candles(engine)
-        spawned = time.monotonic()
-        cluster = _start_cluster(processes)
+        cluster, metrics_ports = _start_cluster(processes)
         await processes.wait_serving(within=90)
-        # The orchestrators' own loop runs its first (full-cap) cycle 5 s after start-up: let it pass first.
-        await asyncio.sleep(max(0.0, spawned + ORCHESTRATOR_LOOP_DELAY - time.monotonic()))
-        seeded = await _seed_recommendations(engine)
+        # The orchestrators' own loop runs its first (full-cap) cycle 5 s after start-up (the next a day later):
+        # let it pass first.
+        await asyncio.gather(*(wait_for_first_cycle(port, "orchestrator") for port in metrics_ports))
+        seeded = await _seed_recommendations(engine, last_start)
         assert len(seeded) == RECOMMENDATIONS
 
         channels = {s.name: grpc.aio.insecure_channel(s.address) for pair in cluster.values() for s in pair}

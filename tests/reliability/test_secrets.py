@@ -19,7 +19,7 @@ from testkit.ports import free_ports
 from tests.common.test_server import SERVING, wait_for_status
 from tests.support import outcomes
 from tests.support.fake_coinbase import FakeCoinbase
-from tests.support.seed import seed_price, seed_recommendation
+from tests.support.seed import seed_recommendation
 
 
 @pytest.mark.slow
@@ -28,8 +28,7 @@ async def test_live_run_with_debug_logs_prints_no_key_and_no_jwt(database_url: s
     engine = create_engine(database_url)
     procs: list[asyncio.subprocess.Process] = []
     try:
-        await seed_price(engine, "BTC-USD", "9000")
-        ids = [await seed_recommendation(engine, amount_usd=Decimal(20 + i)) for i in range(3)]
+        ids = [await seed_recommendation(engine, amount_usd=Decimal(20 + i)) for i in range(3)]  # a symbol each
         executor_port, orchestrator_port, m1, m2 = free_ports(4)
         env = dict(os.environ)
         env.update(

@@ -37,6 +37,11 @@ class HoldingExecutor(executor_pb2_grpc.TradeExecutorServiceServicer):
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the stand-in executor executes nothing")
         raise AssertionError("unreachable")
 
+    async def ManagePositions(
+        self, request: executor_pb2.ManagePositionsRequest, context: Any
+    ) -> executor_pb2.ManagePositionsResponse:
+        return executor_pb2.ManagePositionsResponse()
+
     async def ExecuteRecommendations(
         self, request_iterator: AsyncIterator[executor_pb2.ExecuteRecommendationsRequest], context: Any
     ) -> AsyncIterator[executor_pb2.ExecuteRecommendationsResponse]:

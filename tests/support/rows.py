@@ -1,4 +1,4 @@
-"""Reading a recommendation and its execution back in tests."""
+"""Reading recommendations, executions and positions back in tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.tables import trade_executions, trade_recommendations
+from common.tables import positions, trade_executions, trade_recommendations
 
 
 async def rec_status(engine: AsyncEngine, rec_id: int) -> str:
@@ -28,3 +28,12 @@ async def states(engine: AsyncEngine, rec_id: int) -> tuple[str, str | None, Any
     """(the recommendation's status, its execution's status or None, the execution row or None)."""
     row = await execution_row(engine, rec_id)
     return await rec_status(engine, rec_id), (None if row is None else str(row.status)), row
+
+
+async def position_rows(engine: AsyncEngine, symbol: str | None = None) -> list[Any]:
+    """The positions rows (of ``symbol``, or all), oldest first."""
+    query = select(positions).order_by(positions.c.id)
+    if symbol is not None:
+        query = query.where(positions.c.symbol == symbol)
+    async with engine.connect() as conn:
+        return list(await conn.execute(query))

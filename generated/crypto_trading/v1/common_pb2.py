@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63rypto_trading/v1/common.proto\x12\x11\x63rypto_trading.v1*\xa3\x01\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSIGNAL_TYPE_BUY\x10\x01\x12\x14\n\x10SIGNAL_TYPE_SELL\x10\x02\x12\x14\n\x10SIGNAL_TYPE_HOLD\x10\x03\x12\x1a\n\x16SIGNAL_TYPE_STRONG_BUY\x10\x04\x12\x1b\n\x17SIGNAL_TYPE_STRONG_SELL\x10\x05*\xad\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x45XECUTION_STATUS_EXECUTED\x10\x02\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x04*P\n\tOrderSide\x12\x1a\n\x16ORDER_SIDE_UNSPECIFIED\x10\x00\x12\x12\n\x0eORDER_SIDE_BUY\x10\x01\x12\x13\n\x0fORDER_SIDE_SELL\x10\x02*b\n\rExecutionMode\x12\x1e\n\x1a\x45XECUTION_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XECUTION_MODE_PAPER\x10\x01\x12\x17\n\x13\x45XECUTION_MODE_LIVE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63rypto_trading/v1/common.proto\x12\x11\x63rypto_trading.v1*\xa3\x01\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSIGNAL_TYPE_BUY\x10\x01\x12\x14\n\x10SIGNAL_TYPE_SELL\x10\x02\x12\x14\n\x10SIGNAL_TYPE_HOLD\x10\x03\x12\x1a\n\x16SIGNAL_TYPE_STRONG_BUY\x10\x04\x12\x1b\n\x17SIGNAL_TYPE_STRONG_SELL\x10\x05*\xad\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x45XECUTION_STATUS_EXECUTED\x10\x02\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x04*P\n\tOrderSide\x12\x1a\n\x16ORDER_SIDE_UNSPECIFIED\x10\x00\x12\x12\n\x0eORDER_SIDE_BUY\x10\x01\x12\x13\n\x0fORDER_SIDE_SELL\x10\x02*b\n\rExecutionMode\x12\x1e\n\x1a\x45XECUTION_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XECUTION_MODE_PAPER\x10\x01\x12\x17\n\x13\x45XECUTION_MODE_LIVE\x10\x02*\x95\x01\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XIT_REASON_SIGNAL\x10\x01\x12\x19\n\x15\x45XIT_REASON_STOP_LOSS\x10\x02\x12\x1b\n\x17\x45XIT_REASON_TAKE_PROFIT\x10\x03\x12\x1a\n\x16\x45XIT_REASON_TIME_LIMIT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,4 +39,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSIDE']._serialized_end=475
   _globals['_EXECUTIONMODE']._serialized_start=477
   _globals['_EXECUTIONMODE']._serialized_end=575
+  _globals['_EXITREASON']._serialized_start=578
+  _globals['_EXITREASON']._serialized_end=727
 # @@protoc_insertion_point(module_scope)

@@ -112,3 +112,33 @@ EXECUTION_MODE_PAPER: ExecutionMode.ValueType  # 1
 EXECUTION_MODE_LIVE: ExecutionMode.ValueType  # 2
 """Real orders on Coinbase Advanced Trade: real money."""
 Global___ExecutionMode: _TypeAlias = ExecutionMode  # noqa: Y015
+
+class _ExitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXIT_REASON_UNSPECIFIED: _ExitReason.ValueType  # 0
+    EXIT_REASON_SIGNAL: _ExitReason.ValueType  # 1
+    """A SELL signal of the model."""
+    EXIT_REASON_STOP_LOSS: _ExitReason.ValueType  # 2
+    """The price fell to the position's stop-loss."""
+    EXIT_REASON_TAKE_PROFIT: _ExitReason.ValueType  # 3
+    """The price rose to the position's take-profit."""
+    EXIT_REASON_TIME_LIMIT: _ExitReason.ValueType  # 4
+    """The position was open longer than MAX_HOLDING_HOURS."""
+
+class ExitReason(_ExitReason, metaclass=_ExitReasonEnumTypeWrapper):
+    """Why a SELL closes a position."""
+
+EXIT_REASON_UNSPECIFIED: ExitReason.ValueType  # 0
+EXIT_REASON_SIGNAL: ExitReason.ValueType  # 1
+"""A SELL signal of the model."""
+EXIT_REASON_STOP_LOSS: ExitReason.ValueType  # 2
+"""The price fell to the position's stop-loss."""
+EXIT_REASON_TAKE_PROFIT: ExitReason.ValueType  # 3
+"""The price rose to the position's take-profit."""
+EXIT_REASON_TIME_LIMIT: ExitReason.ValueType  # 4
+"""The position was open longer than MAX_HOLDING_HOURS."""
+Global___ExitReason: _TypeAlias = ExitReason  # noqa: Y015

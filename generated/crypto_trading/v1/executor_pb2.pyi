@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from crypto_trading.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
@@ -203,3 +205,83 @@ class ExecuteRecommendationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecuteRecommendationsResponse: _TypeAlias = ExecuteRecommendationsResponse  # noqa: Y015
+
+@_typing.final
+class ManagePositionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagePositionsRequest: _TypeAlias = ManagePositionsRequest  # noqa: Y015
+
+@_typing.final
+class PositionExit(_message.Message):
+    """A position closed by ManagePositions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    EXIT_PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    position_id: _builtins.int
+    symbol: _builtins.str
+    reason: _common_pb2.ExitReason.ValueType
+    recommendation_id: _builtins.int
+    """The SELL recommendation that records the exit (signal_id NULL, exit_reason set)."""
+    exit_price: _builtins.str
+    """Decimal strings: the fill price, the quantity sold and the realised P&L after fees (USD)."""
+    quantity: _builtins.str
+    realized_pnl: _builtins.str
+    def __init__(
+        self,
+        *,
+        position_id: _builtins.int = ...,
+        symbol: _builtins.str = ...,
+        reason: _common_pb2.ExitReason.ValueType = ...,
+        recommendation_id: _builtins.int = ...,
+        exit_price: _builtins.str = ...,
+        quantity: _builtins.str = ...,
+        realized_pnl: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_price", b"exit_price", "position_id", b"position_id", "quantity", b"quantity", "realized_pnl", b"realized_pnl", "reason", b"reason", "recommendation_id", b"recommendation_id", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PositionExit: _TypeAlias = PositionExit  # noqa: Y015
+
+@_typing.final
+class ManagePositionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXITS_FIELD_NUMBER: _builtins.int
+    OPEN_POSITIONS_FIELD_NUMBER: _builtins.int
+    open_positions: _builtins.int
+    """Positions still open afterwards."""
+    @_builtins.property
+    def exits(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionExit]: ...
+    def __init__(
+        self,
+        *,
+        exits: _abc.Iterable[Global___PositionExit] | None = ...,
+        open_positions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "open_positions", b"open_positions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagePositionsResponse: _TypeAlias = ManagePositionsResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class TradeExecutorServiceStub:
                 request_serializer=crypto__trading_dot_v1_dot_executor__pb2.ExecuteRecommendationsRequest.SerializeToString,
                 response_deserializer=crypto__trading_dot_v1_dot_executor__pb2.ExecuteRecommendationsResponse.FromString,
                 _registered_method=True)
+        self.ManagePositions = channel.unary_unary(
+                '/crypto_trading.v1.TradeExecutorService/ManagePositions',
+                request_serializer=crypto__trading_dot_v1_dot_executor__pb2.ManagePositionsRequest.SerializeToString,
+                response_deserializer=crypto__trading_dot_v1_dot_executor__pb2.ManagePositionsResponse.FromString,
+                _registered_method=True)
 
 
 class TradeExecutorServiceServicer:
@@ -68,6 +73,16 @@ class TradeExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ManagePositions(self, request, context):
+        """Protects the open positions now: paper positions are closed at their stop-loss or take-profit when a candle
+        closed after the entry reached it, and any position open longer than MAX_HOLDING_HOURS is closed at market;
+        live positions follow their bracket order on Coinbase. The executor also runs this every
+        POSITION_CHECK_INTERVAL_SECONDS (in replay, the replay runs it once per released candle). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TradeExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +95,11 @@ def add_TradeExecutorServiceServicer_to_server(servicer, server):
                     servicer.ExecuteRecommendations,
                     request_deserializer=crypto__trading_dot_v1_dot_executor__pb2.ExecuteRecommendationsRequest.FromString,
                     response_serializer=crypto__trading_dot_v1_dot_executor__pb2.ExecuteRecommendationsResponse.SerializeToString,
+            ),
+            'ManagePositions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ManagePositions,
+                    request_deserializer=crypto__trading_dot_v1_dot_executor__pb2.ManagePositionsRequest.FromString,
+                    response_serializer=crypto__trading_dot_v1_dot_executor__pb2.ManagePositionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +157,33 @@ class TradeExecutorService:
             '/crypto_trading.v1.TradeExecutorService/ExecuteRecommendations',
             crypto__trading_dot_v1_dot_executor__pb2.ExecuteRecommendationsRequest.SerializeToString,
             crypto__trading_dot_v1_dot_executor__pb2.ExecuteRecommendationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ManagePositions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crypto_trading.v1.TradeExecutorService/ManagePositions',
+            crypto__trading_dot_v1_dot_executor__pb2.ManagePositionsRequest.SerializeToString,
+            crypto__trading_dot_v1_dot_executor__pb2.ManagePositionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

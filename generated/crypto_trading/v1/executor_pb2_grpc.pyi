@@ -42,6 +42,12 @@ class TradeExecutorServiceStub:
     may be in flight at once, so responses can arrive in a different order; each carries its recommendation_id.
     Per-item problems (unknown id, bad id) are reported in the response (error); the stream stays open.
     """
+    ManagePositions: _grpc.UnaryUnaryMultiCallable[_executor_pb2.ManagePositionsRequest, _executor_pb2.ManagePositionsResponse]
+    """Protects the open positions now: paper positions are closed at their stop-loss or take-profit when a candle
+    closed after the entry reached it, and any position open longer than MAX_HOLDING_HOURS is closed at market;
+    live positions follow their bracket order on Coinbase. The executor also runs this every
+    POSITION_CHECK_INTERVAL_SECONDS (in replay, the replay runs it once per released candle). Idempotent.
+    """
 
 @_typing.type_check_only
 class TradeExecutorServiceAsyncStub(TradeExecutorServiceStub):
@@ -56,6 +62,12 @@ class TradeExecutorServiceAsyncStub(TradeExecutorServiceStub):
     """The orchestrator streams recommendation ids and receives exactly one response per request. Several requests
     may be in flight at once, so responses can arrive in a different order; each carries its recommendation_id.
     Per-item problems (unknown id, bad id) are reported in the response (error); the stream stays open.
+    """
+    ManagePositions: _aio.UnaryUnaryMultiCallable[_executor_pb2.ManagePositionsRequest, _executor_pb2.ManagePositionsResponse]  # type: ignore[assignment]
+    """Protects the open positions now: paper positions are closed at their stop-loss or take-profit when a candle
+    closed after the entry reached it, and any position open longer than MAX_HOLDING_HOURS is closed at market;
+    live positions follow their bracket order on Coinbase. The executor also runs this every
+    POSITION_CHECK_INTERVAL_SECONDS (in replay, the replay runs it once per released candle). Idempotent.
     """
 
 class TradeExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -80,6 +92,18 @@ class TradeExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         """The orchestrator streams recommendation ids and receives exactly one response per request. Several requests
         may be in flight at once, so responses can arrive in a different order; each carries its recommendation_id.
         Per-item problems (unknown id, bad id) are reported in the response (error); the stream stays open.
+        """
+
+    @_abc_1.abstractmethod
+    def ManagePositions(
+        self,
+        request: _executor_pb2.ManagePositionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_pb2.ManagePositionsResponse, _abc.Awaitable[_executor_pb2.ManagePositionsResponse]]:
+        """Protects the open positions now: paper positions are closed at their stop-loss or take-profit when a candle
+        closed after the entry reached it, and any position open longer than MAX_HOLDING_HOURS is closed at market;
+        live positions follow their bracket order on Coinbase. The executor also runs this every
+        POSITION_CHECK_INTERVAL_SECONDS (in replay, the replay runs it once per released candle). Idempotent.
         """
 
 def add_TradeExecutorServiceServicer_to_server(servicer: TradeExecutorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
