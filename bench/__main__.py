@@ -28,6 +28,8 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": scenarios.throughput,
     "grpc_overhead": scenarios.grpc_overhead,
     "memory_and_startup": scenarios.memory_and_startup,
+    "backtest": scenarios.backtest,
+    "training": scenarios.training,
 }
 
 

@@ -17,7 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select, update
 
 from bench.harness import Cluster, bench_database, rss_mb, summary_ms, wait_for_first_cycle
-from bench.seed import seed_candles, seed_prices, seed_recommendations, synthetic_symbols
+from bench.seed import (
+    seed_candles,
+    seed_five_minute_candles,
+    seed_prices,
+    seed_recommendations,
+    synthetic_symbols,
+)
 from common.database import create_engine
 from common.lifecycle import ExecutionStatus
 from common.services import service
@@ -34,7 +40,11 @@ from testkit.ports import free_port
 from testkit.processes import PIPELINE_ENV, wait_serving
 
 HOUR = 3600
+FIVE_MINUTES = 300
 HISTORY = 500
+# CANDLE_GRANULARITY=FIVE_MINUTE: the generator reads this many hours of 5-minute candles per symbol
+# (generation.FIVE_MINUTE_HISTORY_HOURS, HISTORY hourly bars and a day of room for gaps).
+FIVE_MINUTE_HISTORY_HOURS = HISTORY + 24
 # A paper BUY opens a position, one per symbol, at most MAX_OPEN_POSITIONS at once: the scenarios that push many
 # BUYs through spread them over as many symbols and lift the limit (bench configuration only).
 BENCH_ENV = PIPELINE_ENV | {"MAX_OPEN_POSITIONS": "10000"}
@@ -63,6 +73,26 @@ async def _generation_rpc(symbols: list[str], cluster: Cluster, last_start: int,
             if i > 0:  # the first call warms the caches
                 samples.append(elapsed)
             if not response.signals:
+                raise RuntimeError(f"Generate wrote no signals: {list(response.skipped)[:3]}")
+    return samples
+
+
+async def _five_minute_generation_rpc(symbols: list[str], cluster: Cluster, last_end: int, steps: int) -> list[float]:
+    """Generate for ``symbols`` at ``steps + 1`` consecutive 5-minute anchors, oldest first, each call writing new
+    signals on the hourly bars ending at its anchor (as_of a minute after the anchor's candle closed)."""
+    samples = []
+    async with grpc.aio.insecure_channel(cluster.address("generator")) as channel:
+        stub = generator_pb2_grpc.SignalGeneratorServiceStub(channel)
+        for i in range(steps + 1):
+            anchor = last_end - (steps - i + 1) * FIVE_MINUTES
+            started = time.perf_counter()
+            response = await stub.Generate(
+                generator_pb2.GenerateRequest(symbols=symbols, as_of=_ts(anchor + 60)), timeout=120
+            )
+            elapsed = time.perf_counter() - started
+            if i > 0:  # the first call warms the caches (it reads every symbol's 524 hours of candles)
+                samples.append(elapsed)
+            if not any(s.created for s in response.signals):
                 raise RuntimeError(f"Generate wrote no signals: {list(response.skipped)[:3]}")
     return samples
 
@@ -104,6 +134,8 @@ def _pandas_baseline(database_url: str, symbols: list[str], steps: int) -> list[
 
 
 async def generation(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    """Generate on hourly candles (CANDLE_GRANULARITY=ONE_HOUR) and, as in production, on hourly bars anchored at
+    the latest closed 5-minute candle (FIVE_MINUTE: 5-minute candles, a new anchor each call)."""
     steps = 5 if quick else 30
     out: dict[str, Any] = {"target": "20 symbols p50 <= 25 ms; 200 symbols p50 <= 150 ms"}
     for count in (20,) if quick else (20, 200):
@@ -122,6 +154,23 @@ async def generation(name: str, engine_name: str, tmp: Path, quick: bool) -> dic
             if count == 20:
                 baseline = await asyncio.to_thread(_pandas_baseline, url, symbols, min(steps, 10))
                 out["baseline_pandas_loop_20_symbols"] = summary_ms(baseline)
+        async with bench_database(engine_name, tmp) as url:
+            engine = create_engine(url)
+            symbols = synthetic_symbols(count)
+            hours = FIVE_MINUTE_HISTORY_HOURS + (steps + 2) * FIVE_MINUTES // HOUR + 1
+            last_end = await seed_five_minute_candles(engine, symbols, hours)
+            await engine.dispose()
+            cluster = Cluster(
+                url,
+                tmp / f"logs-{name}-{engine_name}-{count}-5m",
+                BENCH_ENV | {"BUY_THRESHOLD": "0.5", "CANDLE_GRANULARITY": "FIVE_MINUTE"},
+            )
+            await cluster.start(["generator"])
+            try:
+                samples = await _five_minute_generation_rpc(symbols, cluster, last_end, steps)
+            finally:
+                await cluster.stop()
+            out[f"generate_5m_anchored_{count}_symbols"] = summary_ms(samples)
     return out
 
 
@@ -317,3 +366,71 @@ async def memory_and_startup(name: str, engine_name: str, tmp: Path, quick: bool
         "startup_seconds": startup,
         "rss_mb": rss,
     }
+
+
+BINANCE_2024H1 = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "binance_2024h1"
+
+
+def _hourly_markets() -> dict[str, Any]:
+    import pandas as pd
+
+    out = {}
+    for path in sorted(BINANCE_2024H1.glob("*_1h.csv.gz")):
+        frame = pd.read_csv(path).sort_values("timestamp").drop_duplicates("timestamp").reset_index(drop=True)
+        out[path.name.split("_", 1)[0]] = frame[["timestamp", "open", "high", "low", "close", "volume"]]
+    return out
+
+
+async def backtest(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    """`cts backtest`'s engine (cts.backtest.run_backtest: features, model, positions, exits, the cap in market
+    time) on the 20 markets x 6 months of hourly candles of ../shared/data/binance_2024h1, all of it decided
+    (no start). No database: run once, for the sqlite column."""
+    if engine_name != "sqlite":
+        return {"skipped": "in memory: no database"}
+    from common.config import load_settings
+    from cts.backtest import run_backtest
+    from generator_svc.model_store import load_model
+
+    markets = await asyncio.to_thread(_hourly_markets)
+    model = load_model(Path("models"))
+    settings = load_settings({})
+    samples = []
+    for _ in range(1 if quick else 3):
+        started = time.perf_counter()
+        result = await asyncio.to_thread(run_backtest, markets, model, settings)
+        samples.append(time.perf_counter() - started)
+    return {
+        "target": "<= 5 s",
+        "markets": len(markets),
+        "hours": int(result.equity.size),
+        "trades": result.metrics["trades"],
+        "wall": summary_ms(samples),
+        "range_s": [round(min(samples), 2), round(max(samples), 2)],
+    }
+
+
+async def training(name: str, engine_name: str, tmp: Path, quick: bool) -> dict[str, Any]:
+    """`cts train --candles ../shared/data/binance_2024h1` (20 markets, 5-minute candles, all 12 phases, four
+    walk-forward folds; XGBoost hist on the CPU), wall time. No database: run once, for the sqlite column."""
+    if engine_name != "sqlite":
+        return {"skipped": "no database"}
+    samples = []
+    for i in range(1 if quick else 3):
+        started = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cts",
+            "train",
+            "--candles",
+            str(BINANCE_2024H1),
+            "--output",
+            str(tmp / f"models-{i}"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"cts train failed: {err.decode()[-300:]}")
+        samples.append(time.perf_counter() - started)
+    return {"wall": summary_ms(samples), "range_s": [round(min(samples), 1), round(max(samples), 1)]}

@@ -1,4 +1,5 @@
-"""Benchmark data: synthetic symbols cut from the real candles of ../shared/data/candles, and bulk recommendations."""
+"""Benchmark data: synthetic symbols cut from the real candles of ../shared/data/candles (hourly) and
+../shared/data/binance_2024h1 (5-minute), and bulk recommendations."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.clock import utc_now
 from common.lifecycle import ExecutionStatus
 from common.tables import market_candles, trade_recommendations
-from cts.candle_data import SHARED_CANDLES_DIR
+from cts.candle_data import SHARED_CANDLES_DIR, SHARED_FIVE_MINUTE_DIR
 
 CANDLE_DIR = SHARED_CANDLES_DIR
+FIVE_MINUTE_DIR = SHARED_FIVE_MINUTE_DIR
 HOUR = 3600
+FIVE_MINUTES = 300
 
 
 def _read(path: Path) -> list[tuple[int, str, str, str, str, str]]:
@@ -58,6 +61,36 @@ async def seed_candles(engine: AsyncEngine, symbols: list[str], candles: int) ->
             ]
             await conn.execute(insert(market_candles), rows)
     return last_start
+
+
+async def seed_five_minute_candles(engine: AsyncEngine, symbols: list[str], hours: int) -> int:
+    """Give each symbol ``hours`` hours of consecutive 5-minute candles ending at the latest closed one (a window of
+    a real 5-minute series, different per symbol, re-timed to a common clock). Returns the end of the last candle
+    (the anchor of the newest hourly bar)."""
+    series = await asyncio.to_thread(lambda: [_read(p) for p in sorted(FIVE_MINUTE_DIR.glob("*_5m.csv.gz"))])
+    candles = hours * HOUR // FIVE_MINUTES
+    last_end = int(utc_now().timestamp()) // FIVE_MINUTES * FIVE_MINUTES
+    first_start = last_end - candles * FIVE_MINUTES
+    for i, symbol in enumerate(symbols):
+        source = series[i % len(series)]
+        offset = (i * 997) % max(1, len(source) - candles)
+        rows = [
+            {
+                "symbol": symbol,
+                "granularity": "FIVE_MINUTE",
+                "start_time": first_start + k * FIVE_MINUTES,
+                "open": Decimal(o),
+                "high": Decimal(h),
+                "low": Decimal(lo),
+                "close": Decimal(c),
+                "volume": Decimal(v),
+                "source": "csv",
+            }
+            for k, (_, o, h, lo, c, v) in enumerate(source[offset : offset + candles])
+        ]
+        async with engine.begin() as conn:
+            await conn.execute(insert(market_candles), rows)
+    return last_end
 
 
 async def seed_prices(engine: AsyncEngine, symbols: list[str], price: str = "9000") -> None:

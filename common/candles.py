@@ -15,7 +15,23 @@ GRANULARITY_SECONDS: Final = {
     "ONE_DAY": 86400,
 }
 
+# The granularities CANDLE_GRANULARITY accepts and the suffix of their candle files (BTC-USD_1h.csv.gz,
+# BTC-USD_5m.csv.gz).
+FILE_SUFFIX: Final = {"ONE_HOUR": "1h", "FIVE_MINUTE": "5m"}
+
 
 def candle_seconds(granularity: str) -> int:
     """The length of one candle of ``granularity``; KeyError names an unknown granularity."""
     return GRANULARITY_SECONDS[granularity]
+
+
+def closed_until(at: int, granularity: str) -> int:
+    """The end of the latest candle of ``granularity`` closed at or before ``at`` (Unix seconds): the candle that
+    starts there is still open."""
+    step = GRANULARITY_SECONDS[granularity]
+    return at // step * step
+
+
+def candle_file_pattern(granularity: str) -> str:
+    """The glob of the candle files of ``granularity`` in a candle directory (``*_5m.csv*``)."""
+    return f"*_{FILE_SUFFIX[granularity]}.csv*"

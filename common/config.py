@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     # replay: historical candles (cts.candle_data) released one at a time (embedded default);
     # coinbase: refresh candles from Coinbase before each cycle; database: use what is in market_candles.
     market_data_source: Literal["replay", "coinbase", "database"] = "replay"
-    candle_granularity: Literal["ONE_HOUR"] = "ONE_HOUR"
+    # The candles the generator reads, refreshes and ingests. ONE_HOUR: one signal per closed hourly candle.
+    # FIVE_MINUTE (production): hourly bars anchored at the latest closed 5-minute candle, a signal every cycle.
+    candle_granularity: Literal["ONE_HOUR", "FIVE_MINUTE"] = "ONE_HOUR"
     model_dir: Path = Path("models")
     model_path: Path | None = None
     buy_threshold: Probability = 0.5
@@ -76,6 +78,7 @@ class Settings(BaseSettings):
     generator_interval_seconds: PositiveSeconds = 300.0
     generator_max_symbols: Annotated[int, Field(ge=1, le=10_000)] = 500
     replay_seconds_per_candle: Annotated[float, Field(ge=0.0, le=3600.0)] = 0.05
+    # Hours of history before the first replayed candle (hourly candles; 12 times as many 5-minute candles).
     replay_warmup_candles: Annotated[int, Field(ge=1, le=100_000)] = 720
     # Where `make run` / `cts ingest` read candle CSVs (default: ../shared/data/candles, then var/candles).
     candles_dir: Path | None = None

@@ -37,16 +37,19 @@ from bridge_svc.eligibility import EligibilityRules, skip_reason
 from bridge_svc.pricing import PricingTerms
 from bridge_svc.recommendations import NewRecommendation, propose
 from bridge_svc.signals import TradingSignal
+from common.candles import candle_seconds
 from common.config import Settings, exit_rules_max_holding
 from common.lifecycle import ExecutionMode, ExitReason, OrderSide, OrderStatus, SignalType
 from executor_svc.domain import OrderRequest
 from executor_svc.exits import Candle, ExitRules, decide_exit
 from executor_svc.paper_broker import settle_paper_order
 from executor_svc.positions import Position
+from generator_svc.bars import all_phase_bars
 from generator_svc.features import FEATURE_NAMES, compute_features
 from generator_svc.model_store import LoadedModel
 
 HOURS_PER_YEAR = 24 * 365
+HOUR = 3600
 MARKET_QUANTUM = Decimal("0.0000000001")  # market_candles' price scale
 SIGNAL_QUANTUM = Decimal("0.00000001")  # trading_signals.price's scale
 
@@ -106,8 +109,21 @@ class BacktestResult:
     cancelled: int = 0  # recommendations not executed within the pending window
 
 
+def decisions_for_candles(symbol: str, candles: pd.DataFrame, model: LoadedModel, settings: Settings) -> list[Decision]:
+    """The signal the generator would write at every candle close of ``candles`` of the configured granularity:
+    hourly candles are the bars themselves; 5-minute candles give the hourly bars anchored at each 5-minute close
+    (generator_svc.bars, all twelve phases), as the generator builds them."""
+    if candle_seconds(settings.candle_granularity) == HOUR:
+        return decisions_for_symbol(symbol, candles, model, settings)
+    decisions: list[Decision] = []
+    for bars in all_phase_bars(candles).values():
+        decisions.extend(decisions_for_symbol(symbol, bars, model, settings))
+    return decisions
+
+
 def decisions_for_symbol(symbol: str, candles: pd.DataFrame, model: LoadedModel, settings: Settings) -> list[Decision]:
-    """The signal the generator would write on every candle of ``candles`` (rows without full history excluded)."""
+    """The signal the generator would write on every hourly bar of ``candles`` (rows without full history
+    excluded)."""
     from generator_svc.signal_rule import decide_from_probabilities
 
     features = compute_features(candles.reset_index(drop=True))
@@ -145,7 +161,8 @@ class _Simulation:
     def __init__(self, candles_by_symbol: Mapping[str, pd.DataFrame], settings: Settings) -> None:
         self.settings = settings
         self.step = timedelta(seconds=settings.orchestrator_interval_seconds)
-        self.candle = timedelta(hours=1)
+        self.seconds = candle_seconds(settings.candle_granularity)
+        self.candle = timedelta(seconds=self.seconds)
         self.rules = EligibilityRules(
             min_confidence=Decimal(str(settings.bridge_min_confidence)),
             max_age=timedelta(seconds=settings.bridge_signal_max_age_seconds),
@@ -173,7 +190,9 @@ class _Simulation:
         for symbol, frame in candles_by_symbol.items():
             rows = frame.sort_values("timestamp")
             by_start = {
-                int(t): Candle(int(t), 3600, market_price(o), market_price(h), market_price(lo), market_price(c))
+                int(t): Candle(
+                    int(t), self.seconds, market_price(o), market_price(h), market_price(lo), market_price(c)
+                )
                 for t, o, h, lo, c in zip(
                     rows["timestamp"], rows["open"], rows["high"], rows["low"], rows["close"], strict=True
                 )
@@ -185,7 +204,7 @@ class _Simulation:
         starts = self.starts.get(symbol)
         if starts is None or len(starts) == 0:
             return None
-        i = int(np.searchsorted(starts, int(now.timestamp()) - 3600, side="right")) - 1
+        i = int(np.searchsorted(starts, int(now.timestamp()) - self.seconds, side="right")) - 1
         return self.candles[symbol][int(starts[i])] if i >= 0 else None
 
     def equity(self, now: datetime) -> tuple[Decimal, Decimal]:
@@ -376,30 +395,31 @@ def run_backtest(
     """The replay's pipeline over ``candles_by_symbol`` (hourly), from the first candle closing after ``start``."""
     decisions: list[Decision] = []
     for symbol, candles in candles_by_symbol.items():
-        decisions.extend(decisions_for_symbol(symbol, candles, model, settings))
-    if start is not None:
+        decisions.extend(decisions_for_candles(symbol, candles, model, settings))
+    bar = timedelta(hours=1)
+    if start is not None:  # decisions whose bar closes after ``start`` + 1 h (hourly: candles starting at ``start``)
         decisions = [d for d in decisions if d.candle_time >= start]
     decisions.sort(key=lambda d: (d.candle_time, d.symbol))
-    by_candle: dict[datetime, list[Decision]] = {}
+    by_close: dict[datetime, list[Decision]] = {}
     for d in decisions:
-        by_candle.setdefault(d.candle_time, []).append(d)
-    # The replay's time line: every candle start (of any symbol) from the first decision on.
-    first = decisions[0].candle_time if decisions else None
+        by_close.setdefault(d.candle_time + bar, []).append(d)
+    sim = _Simulation(candles_by_symbol, settings)
+    # The replay's time line: every candle (of any symbol) that closes at or after the first decision's bar.
+    first_close = int((decisions[0].candle_time + bar).timestamp()) if decisions else None
     timeline = sorted(
         {
             datetime.fromtimestamp(int(t), UTC)
             for frame in candles_by_symbol.values()
             for t in frame["timestamp"]
-            if first is not None and int(t) >= int(first.timestamp())
+            if first_close is not None and int(t) + sim.seconds >= first_close
         }
     )
-    sim = _Simulation(candles_by_symbol, settings)
     equity_points: dict[datetime, Decimal] = {}
     invested_points: dict[datetime, Decimal] = {}
     for i, candle_start in enumerate(timeline):
         now = candle_start + sim.candle
         sim.manage_positions(now)
-        sim.bridge(by_candle.get(candle_start, []), now)
+        sim.bridge(by_close.get(now, []), now)
         for when in [now + sim.step * k for k in range(max(1, int(sim.candle / sim.step)))]:
             if sim.orchestrate(when) == 0:
                 break
@@ -408,7 +428,7 @@ def run_backtest(
             progress(i + 1, len(timeline))
 
     equity = pd.Series({t: float(v) for t, v in equity_points.items()}, dtype=float).sort_index()
-    bench = buy_and_hold(candles_by_symbol, float(settings.paper_starting_cash_usd), equity.index)
+    bench = buy_and_hold(candles_by_symbol, float(settings.paper_starting_cash_usd), equity.index, sim.seconds)
     invested = pd.Series({t: float(v) for t, v in invested_points.items()}, dtype=float).sort_index()
     result = BacktestResult(
         equity=equity,
@@ -425,8 +445,11 @@ def run_backtest(
     return result
 
 
-def buy_and_hold(candles_by_symbol: Mapping[str, pd.DataFrame], cash: float, index: pd.Index) -> pd.Series:
-    """Equal weights in every symbol at its first close, held to the end (valued on ``index``)."""
+def buy_and_hold(
+    candles_by_symbol: Mapping[str, pd.DataFrame], cash: float, index: pd.Index, seconds: int = HOUR
+) -> pd.Series:
+    """Equal weights in every symbol at its first close, held to the end (valued on ``index``; candles of
+    ``seconds``)."""
     if len(index) == 0 or not candles_by_symbol:
         return pd.Series(dtype=float)
     share = cash / len(candles_by_symbol)
@@ -434,7 +457,7 @@ def buy_and_hold(candles_by_symbol: Mapping[str, pd.DataFrame], cash: float, ind
     for candles in candles_by_symbol.values():
         closes = pd.Series(
             candles["close"].astype(float).to_numpy(),
-            index=[datetime.fromtimestamp(int(t), UTC) + timedelta(hours=1) for t in candles["timestamp"]],
+            index=[datetime.fromtimestamp(int(t) + seconds, UTC) for t in candles["timestamp"]],
         ).sort_index()
         aligned = closes.reindex(index, method="ffill").bfill()
         total = total + share * aligned / float(aligned.iloc[0])

@@ -3,14 +3,17 @@
 The repository ships no third-party data. The lookup order is:
 
 1. ``CANDLES_DIR`` when it is set (it must hold ``<SYMBOL>_1h.csv[.gz]`` files, or it is an error);
-2. ``../shared/data/candles`` beside the checkout (the real candles CI and developers have);
+2. ``../shared/data/candles`` beside the checkout (the real candles CI and developers have; for 5-minute candles,
+   which that directory does not hold, ``../shared/data/binance_2024h1`` after it);
 3. ``var/candles``, the recent candles a previous `make run` downloaded from Coinbase;
 4. otherwise `make run` downloads recent hourly and 5-minute candles of the top USD markets from Coinbase's public
    market endpoints into ``var/candles`` (:func:`download_recent_candles`), and if that fails too the command stops
    with one line saying what to do.
 
-The files share one format: ``timestamp`` (candle start, Unix seconds, UTC), ``open``, ``high``, ``low``,
-``close``, ``volume``, one file per symbol and granularity (``BTC-USD_1h.csv.gz``, ``BTC-USD_5m.csv.gz``)."""
+With ``granularity="FIVE_MINUTE"`` (CANDLE_GRANULARITY, `cts ingest`), the same order looks for
+``<SYMBOL>_5m.csv[.gz]`` files. The files share one format: ``timestamp`` (candle start, Unix seconds, UTC),
+``open``, ``high``, ``low``, ``close``, ``volume``, one file per symbol and granularity (``BTC-USD_1h.csv.gz``,
+``BTC-USD_5m.csv.gz``)."""
 
 from __future__ import annotations
 
@@ -22,11 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.candles import FILE_SUFFIX, candle_file_pattern
+
 if TYPE_CHECKING:
     from generator_svc.market_data import Candle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CANDLES_DIR = REPO_ROOT.parent / "shared" / "data" / "candles"
+# The shared 5-minute candles (20 markets, 2024 H1, with their hourly candles): looked at after SHARED_CANDLES_DIR
+# when 5-minute files are wanted.
+SHARED_FIVE_MINUTE_DIR = REPO_ROOT.parent / "shared" / "data" / "binance_2024h1"
 DOWNLOADED_CANDLES_DIR = Path("var/candles")
 HOURLY_PATTERN = "*_1h.csv*"
 
@@ -34,7 +42,6 @@ HOURLY_PATTERN = "*_1h.csv*"
 # (REPLAY_WARMUP_CANDLES, 720 by default) plus a replay of about two months, and the last week in 5-minute candles.
 DOWNLOAD_HOURLY_DAYS = 90
 DOWNLOAD_FIVE_MINUTE_DAYS = 7
-FILE_SUFFIX = {"ONE_HOUR": "1h", "FIVE_MINUTE": "5m"}
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -50,7 +57,12 @@ class CandleSource:
 
 
 def has_hourly_files(directory: Path) -> bool:
-    return directory.is_dir() and any(directory.glob(HOURLY_PATTERN))
+    return has_candle_files(directory, "ONE_HOUR")
+
+
+def has_candle_files(directory: Path, granularity: str) -> bool:
+    """Whether ``directory`` holds candle files of ``granularity`` (``*_1h.csv*``, ``*_5m.csv*``)."""
+    return directory.is_dir() and any(directory.glob(candle_file_pattern(granularity)))
 
 
 def find_candle_directory(
@@ -58,30 +70,39 @@ def find_candle_directory(
     *,
     shared: Path | None = None,
     downloaded: Path | None = None,
+    granularity: str = "ONE_HOUR",
 ) -> CandleSource | None:
-    """The first usable candle directory in the lookup order, or None when only a download can help.
+    """The first directory in the lookup order that holds candle files of ``granularity``, or None when only a
+    download can help.
 
-    A configured directory (CANDLES_DIR) that does not hold hourly candle files is an error, never skipped."""
-    shared = SHARED_CANDLES_DIR if shared is None else shared
+    A configured directory (CANDLES_DIR) that does not hold such files is an error, never skipped."""
+    if shared is not None:
+        shared_dirs = [shared]
+    elif granularity == "ONE_HOUR":
+        shared_dirs = [SHARED_CANDLES_DIR]
+    else:
+        shared_dirs = [SHARED_CANDLES_DIR, SHARED_FIVE_MINUTE_DIR]
     downloaded = DOWNLOADED_CANDLES_DIR if downloaded is None else downloaded
     if configured is not None:
-        if not has_hourly_files(configured):
+        if not has_candle_files(configured, granularity):
             raise CandleDataError(
-                f"{configured} holds no <SYMBOL>_1h.csv.gz candle files (CANDLES_DIR or --directory): "
-                "name a directory that does"
+                f"{configured} holds no <SYMBOL>_{FILE_SUFFIX[granularity]}.csv.gz candle files "
+                "(CANDLES_DIR or --directory): name a directory that does"
             )
         return CandleSource(configured, "CANDLES_DIR")
-    if has_hourly_files(shared):
-        return CandleSource(shared, "shared")
-    if has_hourly_files(downloaded):
+    for directory in shared_dirs:
+        if has_candle_files(directory, granularity):
+            return CandleSource(directory, "shared")
+    if has_candle_files(downloaded, granularity):
         return CandleSource(downloaded, "downloaded")
     return None
 
 
-def no_candles_message(shared: Path, reason: str) -> str:
+def no_candles_message(shared: Path, reason: str, granularity: str = "ONE_HOUR") -> str:
     return (
         f"no candles to replay: {reason}. Put the candle CSVs in {shared} or set CANDLES_DIR to a directory of "
-        "<SYMBOL>_1h.csv.gz files, or run again with internet access so recent candles can be downloaded from Coinbase"
+        f"<SYMBOL>_{FILE_SUFFIX[granularity]}.csv.gz files, or run again with internet access so recent candles can "
+        "be downloaded from Coinbase"
     )
 
 

@@ -127,3 +127,44 @@ def bar_ends(bars: pd.DataFrame) -> np.ndarray:
     """The end time of every bar (its timestamp + 1 h): the moment its features become known."""
     ends: np.ndarray = bars["timestamp"].to_numpy(dtype=np.int64) + HOUR
     return ends
+
+
+def anchored_bars_array(rows_5m: np.ndarray, anchor_end: int, count: int) -> np.ndarray:
+    """The last ``count`` bars of :func:`hourly_bars_from_5m` anchored at ``anchor_end``, in numpy (the live
+    generator's path, one symbol at a time, no DataFrame).
+
+    ``rows_5m``: (n, 6) float array in (timestamp, open, high, low, close, volume) order, sorted by timestamp with
+    unique, 5-minute aligned timestamps (as the generator's candle cache keeps them). Returns a (m, 7) float array
+    in BAR_COLUMNS order, oldest first, m <= count: the same bars, gaps handled the same way (a bar from the
+    candles that exist, ``candles`` counting them; an hour without any candle has no bar). Candles ending after
+    ``anchor_end`` are ignored."""
+    _check_aligned(anchor_end, "anchor_end")
+    if count <= 0 or len(rows_5m) == 0:
+        return np.empty((0, len(BAR_COLUMNS)))
+    starts = rows_5m[:, 0]
+    stop = int(np.searchsorted(starts, anchor_end - FIVE_MINUTES, side="right"))  # candles ending by the anchor
+    if stop == 0:
+        return np.empty((0, len(BAR_COLUMNS)))
+    # Bar k (0 = the one ending at the anchor) holds the candles that end in (anchor - (k+1) h, anchor - k h].
+    index = (anchor_end - FIVE_MINUTES - starts[:stop].astype(np.int64)) // HOUR
+    change = np.empty(stop, dtype=bool)
+    change[0] = True
+    np.not_equal(index[1:], index[:-1], out=change[1:])
+    first = np.flatnonzero(change)
+    if len(first) > count:
+        first = first[-count:]
+    offset = int(first[0])
+    rows = rows_5m[offset:stop]
+    first = first - offset
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = len(rows) - 1
+    bars = np.empty((len(first), len(BAR_COLUMNS)))
+    bars[:, 0] = anchor_end - (index[offset + first] + 1) * HOUR
+    bars[:, 1] = rows[first, 1]
+    bars[:, 2] = np.maximum.reduceat(rows[:, 2], first)
+    bars[:, 3] = np.minimum.reduceat(rows[:, 3], first)
+    bars[:, 4] = rows[last, 4]
+    bars[:, 5] = np.add.reduceat(rows[:, 5], first)
+    bars[:, 6] = last - first + 1
+    return bars

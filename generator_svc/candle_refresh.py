@@ -2,10 +2,12 @@
 Coinbase ranks highest are brought up to date from its public market endpoints (the same client and insert code
 as `cts ingest --source coinbase`), and the universe is chosen from Coinbase's product list.
 
-Only closed candles are stored (the current hour is still trading). A symbol seen for the first time gets
-``history_hours`` of history. A failed refresh fails the cycle loudly (logged, counted in the loop-error metric):
-the generator never quietly signals on candles it could not update. Plain Python: the client and the store are
-injected."""
+The candles are those of CANDLE_GRANULARITY: hourly, or 5-minute in production (FIVE_MINUTE: the generator builds
+hourly bars anchored at the latest closed 5-minute candle; `history_hours` of them is 12 candles an hour, paged by
+the client under Coinbase's 350 candles per request). Only closed candles are stored (the current one is still
+trading). A symbol seen for the first time gets ``history_hours`` of history. A failed refresh fails the cycle
+loudly (logged, counted in the loop-error metric): the generator never quietly signals on candles it could not
+update. Plain Python: the client and the store are injected."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from common.candles import GRANULARITY_SECONDS
+from common.candles import GRANULARITY_SECONDS, closed_until
 from common.clock import Clock
 from common.errors import UnavailableError
 from generator_svc.market_data import Candle, MarketDataError
@@ -71,7 +73,7 @@ class CandleRefresher:
         # History is what we are about to fetch, so rank on tradability and volume alone here; the generator's
         # universe then also requires enough stored history.
         symbols = top_tradable(products, self.rules)
-        end = int(self.clock().timestamp()) // self.step * self.step  # the candle starting at `end` is still open
+        end = closed_until(int(self.clock().timestamp()), self.granularity)  # the candle starting there is open
         latest = await self.store.latest_candle_starts(symbols)
         # the history to fetch is counted in hours, whatever the candles' granularity
         added: dict[str, int] = {}

@@ -121,13 +121,14 @@ async def known_symbols(conn: AsyncConnection, granularity: str, symbols: Sequen
     return set((await conn.execute(query)).scalars())
 
 
-async def history_counts(conn: AsyncConnection, granularity: str, until_start_time: int) -> dict[str, int]:
-    """Candles per symbol that started at or before ``until_start_time``."""
-    query = (
-        select(_c.symbol, func.count())
-        .where(_c.granularity == granularity, _c.start_time <= until_start_time)
-        .group_by(_c.symbol)
-    )
+async def history_counts(
+    conn: AsyncConnection, granularity: str, until_start_time: int, since_start_time: int | None = None
+) -> dict[str, int]:
+    """Candles per symbol that started at or before ``until_start_time`` (and after ``since_start_time``)."""
+    conditions = [_c.granularity == granularity, _c.start_time <= until_start_time]
+    if since_start_time is not None:
+        conditions.append(_c.start_time > since_start_time)
+    query = select(_c.symbol, func.count()).where(*conditions).group_by(_c.symbol)
     return {symbol: int(count) for symbol, count in await conn.execute(query)}
 
 

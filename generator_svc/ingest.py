@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.candles import candle_seconds
+from common.candles import FILE_SUFFIX, candle_file_pattern, candle_seconds
 from generator_svc.candle_repository import insert_candles
 
 Progress = Callable[[str, int, int], None]  # (symbol, rows done, rows total)
@@ -34,9 +34,12 @@ async def ingest_csv(
     granularity: str = "ONE_HOUR",
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Load <SYMBOL>_1h.csv.gz files of ``directory``; returns new rows per symbol."""
+    """Load the candle files of ``granularity`` in ``directory`` (<SYMBOL>_1h.csv.gz as ONE_HOUR,
+    <SYMBOL>_5m.csv.gz as FIVE_MINUTE); returns new rows per symbol."""
+    if granularity not in FILE_SUFFIX:
+        raise ValueError(f"no candle files of granularity {granularity} (only {', '.join(FILE_SUFFIX)})")
     inserted: dict[str, int] = {}
-    paths = await asyncio.to_thread(lambda: sorted(directory.glob("*_1h.csv*")))
+    paths = await asyncio.to_thread(lambda: sorted(directory.glob(candle_file_pattern(granularity))))
     for path in paths:
         symbol = path.name.split("_", 1)[0].upper()
         if symbols and symbol not in symbols:

@@ -1,7 +1,8 @@
 """Coinbase Advanced Trade public market data over httpx: products and candles.
 
 `GET /market/products` and `GET /market/products/{id}/candles?start=&end=&granularity=` (start/end in Unix
-seconds, newest first, at most 300 candles per request: longer ranges are paged). 429 (the body may be HTML),
+seconds, newest first; Coinbase answers at most 350 candles per request, so longer ranges are paged by 300, for
+hourly and 5-minute candles alike). 429 (the body may be HTML),
 5xx and transport errors are retried by the shared policy (common.http_retry: bounded, exponential backoff with
 jitter, Retry-After honoured); any other 4xx is an error at once. Answers are read into typed models: a candle
 with a missing or malformed number, or an answer that is not JSON, is a MarketDataError (never a silent 0). A

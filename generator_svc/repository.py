@@ -103,9 +103,14 @@ class GeneratorRepository:
     async def candidates(self, until_start_time: int) -> tuple[dict[str, int], dict[str, Decimal]]:
         """(history count, 24 h USD volume) per symbol with candles up to ``until_start_time``."""
         from generator_svc.candle_repository import history_counts, usd_volume_24h
+        from generator_svc.generation import COLD_FETCH_HOURS, FIVE_MINUTE_HISTORY_HOURS
 
         async with self.engine.connect() as conn:
-            counts = await history_counts(conn, self.granularity, until_start_time)
+            # Only the window a cycle reads counts (counting every candle of six months of 5-minute data on each
+            # cycle would be its slowest query).
+            hours = COLD_FETCH_HOURS if self.granularity == "ONE_HOUR" else FIVE_MINUTE_HISTORY_HOURS
+            since = until_start_time - hours * 3600
+            counts = await history_counts(conn, self.granularity, until_start_time, since)
             volumes = await usd_volume_24h(conn, self.granularity, until_start_time)
         return counts, volumes
 

@@ -91,9 +91,10 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
     )
 
     async def cycle() -> None:
+        as_of = utc_now()  # the cycle's moment: candles that close while it refreshes belong to the next cycle
         if refresher is not None:  # production: bring the candles up to date first (a failure fails the cycle)
             await refresher.refresh()
-        after(await generator.generate(None))
+        after(await generator.generate(None, as_of))
 
     pipeline = GrpcPipeline(settings)
     on_stop.append(pipeline.close)
@@ -110,7 +111,9 @@ async def build(settings: Settings, engine: AsyncEngine) -> ServiceParts:
 
     async def replay_loop() -> None:
         nonlocal replay_clock
-        timeline = out_of_sample(await repository.replay_timeline(settings.replay_warmup_candles), model.card)
+        # REPLAY_WARMUP_CANDLES counts hours of history (hourly bars), whatever the candles' granularity.
+        warmup = settings.replay_warmup_candles * 3600 // candle_seconds(settings.candle_granularity)
+        timeline = out_of_sample(await repository.replay_timeline(warmup), model.card)
         clock = ReplayClock(
             timeline, settings.replay_seconds_per_candle, step=candle_seconds(settings.candle_granularity)
         )

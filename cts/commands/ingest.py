@@ -6,16 +6,20 @@ import argparse
 import logging
 from pathlib import Path
 
-HELP = "load hourly candles into the candles table from candle CSVs or Coinbase (idempotent)"
+HELP = (
+    "load candles (CANDLE_GRANULARITY: hourly, or 5-minute) into the candles table from candle CSVs or Coinbase "
+    "(idempotent)"
+)
 
 
-def csv_directory(configured: Path | None) -> Path:
-    """The candle CSV directory of the lookup order (cts.candle_data), or a one-line error."""
+def csv_directory(configured: Path | None, granularity: str = "ONE_HOUR") -> Path:
+    """The directory of the lookup order (cts.candle_data) that holds candle files of ``granularity``, or a
+    one-line error."""
     from cts.candle_data import SHARED_CANDLES_DIR, CandleDataError, find_candle_directory, no_candles_message
 
-    source = find_candle_directory(configured)
+    source = find_candle_directory(configured, granularity=granularity)
     if source is None:
-        raise CandleDataError(no_candles_message(SHARED_CANDLES_DIR, "no candle directory found"))
+        raise CandleDataError(no_candles_message(SHARED_CANDLES_DIR, "no candle directory found", granularity))
     return source.directory
 
 
@@ -25,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--directory",
         type=Path,
         default=None,
-        help="CSV directory (--source csv; default CANDLES_DIR, ../shared/data/candles, then var/candles)",
+        help=(
+            "CSV directory (--source csv; default CANDLES_DIR, ../shared/data/candles, then var/candles); its "
+            "<SYMBOL>_1h.csv.gz files, or <SYMBOL>_5m.csv.gz with CANDLE_GRANULARITY=FIVE_MINUTE"
+        ),
     )
     parser.add_argument("--symbols", nargs="+", help="product ids, e.g. BTC-USD (default: all)")
     parser.add_argument("--days", type=int, default=30, help="history to fetch from Coinbase (--source coinbase)")
@@ -41,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from cts.settings import settings_or_exit
 
     settings = settings_or_exit()
-    directory = csv_directory(args.directory or settings.candles_dir) if args.source == "csv" else None
+    granularity = settings.candle_granularity
+    directory = csv_directory(args.directory or settings.candles_dir, granularity) if args.source == "csv" else None
     symbols = [s.upper() for s in args.symbols] if args.symbols else None
 
     async def go() -> dict[str, int]:
@@ -60,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 if directory is not None:
                     from generator_svc.ingest import ingest_csv
 
-                    return await ingest_csv(
-                        engine, directory, symbols=symbols, granularity=settings.candle_granularity, progress=tick
-                    )
+                    return await ingest_csv(engine, directory, symbols=symbols, granularity=granularity, progress=tick)
                 from generator_svc.ingest import ingest_coinbase_recent
 
                 inserted: dict[str, int] = await ingest_coinbase_recent(

@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 import cts.candle_data as candle_data
+from common.database import create_engine
+from common.migrate import upgrade
+from common.tables import market_candles
 from cts.candle_data import (
     SHARED_CANDLES_DIR,
+    SHARED_FIVE_MINUTE_DIR,
     CandleDataError,
     download_recent_candles,
     find_candle_directory,
 )
-from generator_svc.ingest import read_csv
+from cts.main import main
+from generator_svc.ingest import ingest_csv, read_csv
 from tests.conftest import make_settings
 from tests.support.fake_coinbase import FakeCoinbase, market_product
 
@@ -127,3 +133,84 @@ async def test_no_candles_and_no_download_is_one_line_that_says_what_to_do(
     assert "no candles to replay" in message
     assert "CANDLES_DIR" in message
     assert "no-shared" in message
+
+
+def _both_granularities(path: Path, symbol: str = "ETH-USD", hours: int = 3) -> Path:
+    """A directory with ``hours`` hourly candles and the same hours in 5-minute candles of ``symbol``."""
+    path.mkdir(parents=True, exist_ok=True)
+    start = 1_714_564_800
+    with gzip.open(path / f"{symbol}_1h.csv.gz", "wt") as fh:
+        fh.write("timestamp,open,high,low,close,volume\n")
+        fh.writelines(f"{start + i * HOUR},10,11,9,10.5,100\n" for i in range(hours))
+    with gzip.open(path / f"{symbol}_5m.csv.gz", "wt") as fh:
+        fh.write("timestamp,open,high,low,close,volume\n")
+        fh.writelines(f"{start + i * 300},10,11,9,10.5,8\n" for i in range(12 * hours) if i != 5)  # one gap
+    return path
+
+
+async def _stored(url: str) -> dict[str, tuple[int, int]]:
+    """{granularity: (candles, first start)}."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            query = select(market_candles.c.granularity, func.count(), func.min(market_candles.c.start_time))
+            rows = (await conn.execute(query.group_by(market_candles.c.granularity))).all()
+    finally:
+        await engine.dispose()
+    return {granularity: (int(n), int(first)) for granularity, n, first in rows}
+
+
+async def test_ingest_reads_the_files_of_the_granularity(database_url: str, tmp_path: Path) -> None:
+    directory = _both_granularities(tmp_path / "candles")
+    engine = create_engine(database_url)
+    try:
+        five = await ingest_csv(engine, directory, granularity="FIVE_MINUTE")
+        again = await ingest_csv(engine, directory, granularity="FIVE_MINUTE")
+        hourly = await ingest_csv(engine, directory, granularity="ONE_HOUR")
+    finally:
+        await engine.dispose()
+    assert five == {"ETH-USD": 35}  # 36 five-minute candles, one missing: the gap stays a gap
+    assert again == {"ETH-USD": 0}
+    assert hourly == {"ETH-USD": 3}
+    assert await _stored(database_url) == {"FIVE_MINUTE": (35, 1_714_564_800), "ONE_HOUR": (3, 1_714_564_800)}
+
+
+def test_five_minute_candles_are_looked_up_where_5m_files_are(tmp_path: Path) -> None:
+    hourly_only = _candle_dir(tmp_path / "hourly")
+    both = _both_granularities(tmp_path / "both")
+    source = find_candle_directory(None, shared=both, downloaded=tmp_path / "none", granularity="FIVE_MINUTE")
+    assert source is not None
+    assert source.directory == both
+    assert find_candle_directory(None, shared=hourly_only, downloaded=tmp_path, granularity="FIVE_MINUTE") is None
+    with pytest.raises(CandleDataError, match=r"hourly holds no <SYMBOL>_5m\.csv\.gz candle files"):
+        find_candle_directory(hourly_only, granularity="FIVE_MINUTE")
+    # ../shared/data/candles has hourly files only: the shared 5-minute candles are the 2024 H1 set beside it.
+    if SHARED_FIVE_MINUTE_DIR.is_dir():
+        default = find_candle_directory(None, downloaded=tmp_path / "none", granularity="FIVE_MINUTE")
+        assert default is not None
+        assert (default.directory, default.origin) == (SHARED_FIVE_MINUTE_DIR, "shared")
+
+
+def test_cts_ingest_loads_5m_files_as_five_minute_candles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'candles.db'}"
+    directory = _both_granularities(tmp_path / "candles", "SOL-USD")
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("CANDLE_GRANULARITY", "FIVE_MINUTE")
+    assert main(["ingest", "--source", "csv", "--directory", str(directory)]) == 0
+    assert "SOL-USD: 35 new candles" in capsys.readouterr().out
+    monkeypatch.setenv("CANDLE_GRANULARITY", "ONE_HOUR")
+    assert main(["ingest", "--source", "csv", "--directory", str(directory)]) == 0
+    assert "SOL-USD: 3 new candles" in capsys.readouterr().out
+
+    async def stored() -> dict[str, tuple[int, int]]:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+        return await _stored(url)
+
+    assert asyncio.run(stored()) == {"FIVE_MINUTE": (35, 1_714_564_800), "ONE_HOUR": (3, 1_714_564_800)}

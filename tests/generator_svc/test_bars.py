@@ -12,6 +12,7 @@ from generator_svc.bars import (
     HOUR,
     PHASES,
     all_phase_bars,
+    anchored_bars_array,
     bar_ends,
     hourly_bars_from_5m,
     latest_anchor,
@@ -174,3 +175,57 @@ def test_phase_zero_bars_are_the_exchanges_hourly_candles() -> None:
     for column in ("open", "high", "low", "close"):
         np.testing.assert_array_equal(bars[column], hourly[column])
     np.testing.assert_allclose(bars["volume"], hourly["volume"], rtol=1e-9)
+
+
+def _array(bars: pd.DataFrame) -> np.ndarray:
+    values: np.ndarray = bars[list(BAR_COLUMNS)].to_numpy(dtype=np.float64)
+    return values
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_anchored_bars_array_is_hourly_bars_from_5m_in_numpy(seed: int) -> None:
+    """The generator's numpy bars equal the DataFrame bars (their last ``count``), gaps included, at any anchor."""
+    five = _gappy_candles(seed)
+    rows = five[["timestamp", "open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    last_end = int(five["timestamp"].iloc[-1]) + 300
+    anchors = [T0, T0 + 300, T0 + HOUR, last_end, last_end + 7 * HOUR, *(T0 + 300 * rng.integers(1, 12 * 330, 12))]
+    for anchor in anchors:
+        for count in (1, 5, 200, 500):
+            expected = _array(hourly_bars_from_5m(five, anchor_end=int(anchor)).tail(count))
+            got = anchored_bars_array(rows, int(anchor), count)
+            np.testing.assert_array_equal(got, expected)
+    assert anchored_bars_array(rows, last_end, 0).shape == (0, len(BAR_COLUMNS))
+    assert anchored_bars_array(rows[:0], last_end, 10).shape == (0, len(BAR_COLUMNS))
+    with pytest.raises(ValueError, match="multiple of 300"):
+        anchored_bars_array(rows, last_end + 1, 10)
+
+
+def test_anchored_bars_array_marks_partial_bars_and_leaves_empty_hours_out() -> None:
+    five = candles(12 * 4)
+    gappy = five[
+        ~five["timestamp"].isin([T0 + 300 * k for k in (0, 1, 23)])
+        & ~five["timestamp"].between(T0 + 2 * HOUR, T0 + 3 * HOUR - 1)
+    ]
+    rows = gappy[["timestamp", "open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    bars = anchored_bars_array(rows, T0 + 4 * HOUR, 10)
+    assert bars[:, 0].tolist() == [T0, T0 + HOUR, T0 + 3 * HOUR]  # hour 2 has no candle: no bar
+    assert bars[:, 6].tolist() == [10, 11, 12]
+    assert bars[0, 1] == five["open"].iloc[2]  # the first existing candle's open
+    assert bars[1, 4] == five["close"].iloc[22]  # the last existing candle's close (23 is missing)
+
+
+@pytest.mark.skipif(not BINANCE.is_dir(), reason="needs ../shared/data/binance_2024h1")
+@pytest.mark.parametrize("symbol", ["ETH-USD", "SHIB-USD"])
+def test_anchored_bars_array_on_real_candles_with_gaps(symbol: str) -> None:
+    five = pd.read_csv(BINANCE / f"{symbol}_5m.csv.gz").iloc[: 12 * 24 * 40]
+    rng = np.random.default_rng(5)
+    keep = rng.uniform(size=len(five)) > 0.05
+    for start in rng.choice(len(five) - 40, size=6, replace=False):  # runs of missing candles, whole hours too
+        keep[start : start + int(rng.integers(12, 40))] = False
+    gappy = five[keep].reset_index(drop=True)
+    rows = gappy[["timestamp", "open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    first = int(five["timestamp"].iloc[0])
+    for anchor in first + 300 * rng.integers(12 * 24, len(five), 20):
+        expected = _array(hourly_bars_from_5m(gappy, anchor_end=int(anchor)).tail(500))
+        np.testing.assert_array_equal(anchored_bars_array(rows, int(anchor), 500), expected)

@@ -65,6 +65,7 @@ class FakeCoinbase:
     market_candles: dict[str, list[tuple[int, str, str, str, str, str]]] = field(default_factory=dict)
     market_candles_5m: dict[str, list[tuple[int, str, str, str, str, str]]] = field(default_factory=dict)
     candle_requests: list[tuple[str, int, int]] = field(default_factory=list)
+    candle_granularities: list[str] = field(default_factory=list)  # of each candle request, in order
     # Brackets, cancels and fills.
     quote_increments: dict[str, Decimal] = field(default_factory=lambda: {"BTC-USD": Decimal("0.01")})
     check_bracket_against_price: bool = True
@@ -171,7 +172,11 @@ class FakeCoinbase:
             self.reply(request, 200, {"products": self.market_products, "num_products": len(self.market_products)})
             return
         parts = path.split("/")  # ["", "market", "products", id, "candles"]
-        if len(parts) != 5 or parts[4] != "candles" or parts[3] not in self.market_candles:
+        if (
+            len(parts) != 5
+            or parts[4] != "candles"
+            or (parts[3] not in self.market_candles and parts[3] not in self.market_candles_5m)
+        ):
             self.reply(request, 404, {"error": "NOT_FOUND", "message": "product not found"})
             return
         query = dict(parse_qsl(urlsplit(request.path).query))
@@ -188,7 +193,8 @@ class FakeCoinbase:
             self.reply(request, 400, {"error": "INVALID_ARGUMENT", "message": "too many candles requested"})
             return
         self.candle_requests.append((parts[3], start, end))
-        series = self.market_candles[parts[3]] if step == 3600 else self.market_candles_5m.get(parts[3], [])
+        self.candle_granularities.append(query["granularity"])
+        series = (self.market_candles if step == 3600 else self.market_candles_5m).get(parts[3], [])
         rows = [c for c in series if start <= c[0] <= end]
         candles = [
             {"start": str(t), "open": o, "high": h, "low": lo, "close": c, "volume": v}
