@@ -358,6 +358,7 @@ class Executor:
             outcomes: dict[int, ExecutionResult | Exception] = {}
             recs = await batch.recommendations(ids)
             records = await batch.executions(ids)
+            orders: list[tuple[Recommendation, OrderRequest]] = []
             for recommendation_id in ids:
                 rec = recs.get(recommendation_id)
                 try:
@@ -369,7 +370,12 @@ class Executor:
                     outcomes[recommendation_id] = prepared
                     continue
                 assert rec is not None  # _prepare raised NotFoundError otherwise
-                settled.append((rec, prepared, await self.broker.execute(prepared, batch)))
+                orders.append((rec, prepared))
+            preload = getattr(self.broker, "preload", None)
+            if orders and preload is not None:  # prices, positions and balances of the batch in a few statements
+                await preload(batch, [order.symbol for _, order in orders])
+            for rec, order in orders:
+                settled.append((rec, order, await self.broker.execute(order, batch)))
             finished = self.clock()  # completed_at: the fills are decided, only the writes and the commit follow
             for rec, order, outcome in settled:
                 if outcome.status != OrderStatus.PENDING:

@@ -9,6 +9,7 @@ the paper portfolio and positions in the database.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -119,6 +120,15 @@ def _executed(order: OrderRequest, size: Decimal, price: Decimal, fee: Decimal) 
 
 
 class PaperLedger(Protocol):
+    async def preload(
+        self,
+        mode: ExecutionMode,
+        symbols: Sequence[str],
+        granularity: str,
+        replay: bool,
+        starting_cash: Decimal,
+        now: datetime,
+    ) -> None: ...
     async def market_price(self, symbol: str, granularity: str, replay: bool) -> Decimal | None: ...
     async def balance(self, asset: str, starting_cash: Decimal, now: datetime) -> Decimal: ...
     async def set_balance(self, asset: str, available: Decimal, now: datetime) -> None: ...
@@ -150,6 +160,10 @@ class PaperBroker:
     async def lookup(self, order: OrderRequest, since: datetime) -> OrderOutcome:
         """Paper orders settle in the transaction that decides them: none is ever left to look up."""
         return OrderOutcome(OrderStatus.CANCELLED, error_code="NOT_FOUND", error_message="no paper order to look up")
+
+    async def preload(self, ledger: PaperLedger, symbols: Sequence[str]) -> None:
+        """Read what a batch of orders over ``symbols`` needs at once (prices, positions, balances)."""
+        await ledger.preload(self.mode, symbols, self.granularity, self.replay, self.starting_cash, self.clock())
 
     async def execute(self, order: OrderRequest, ledger: PaperLedger) -> OrderOutcome:
         now = self.clock()

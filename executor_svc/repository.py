@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -711,12 +711,17 @@ class PaperSettlement:
 
     async def _write_positions(self) -> None:
         closed_here = {c.position.entry_recommendation_id: c for c in self._closed if c.position.id is None}
+        still_open, opened_and_closed = [], []
         for position in self._opened:
             row = opened_row(position, self._now or position.opened_at)
             closed = closed_here.get(position.entry_recommendation_id)
-            if closed is not None:  # opened and closed in the same batch
-                row |= closed_values(closed)
-            await self.conn.execute(insert(positions).values(**row))
+            if closed is None:
+                still_open.append(row)
+            else:  # opened and closed in the same batch
+                opened_and_closed.append(row | closed_values(closed))
+        for rows in (still_open, opened_and_closed):
+            if rows:
+                await self.conn.execute(insert(positions), rows)
         for closed in self._closed:
             if closed.position.id is None:
                 continue
@@ -729,6 +734,67 @@ class PaperSettlement:
                 raise RuntimeError(f"position {closed.position.id} was closed by someone else")
 
     # --- the paper ledger (executor_svc.paper_broker.PaperLedger) ---
+    async def preload(
+        self,
+        mode: ExecutionMode,
+        symbols: Sequence[str],
+        granularity: str,
+        replay: bool,
+        starting_cash: Decimal,
+        now: datetime,
+    ) -> None:
+        """Read what a batch over ``symbols`` needs in a few statements instead of a few per order: the cash row
+        (locked first, as always), the open positions and the base-asset balances (locked), the latest prices."""
+        await self.balance(CASH, starting_cash, now)
+        fresh = sorted({s for s in symbols if (mode.value, s) not in self._positions})
+        if fresh:
+            query = select(positions).where(_p.open_key.in_([open_position_key(mode, s) for s in fresh]))
+            if self._locking:
+                query = query.with_for_update()
+            found = {row.symbol: position_from_row(row) for row in await self.conn.execute(query)}
+            for symbol in fresh:
+                self._positions[(mode.value, symbol)] = found.get(symbol)
+        assets = sorted({s.split("-", 1)[0] for s in symbols} - set(self._balances))
+        if assets:
+            query = select(paper_balances.c.asset, paper_balances.c.available).where(paper_balances.c.asset.in_(assets))
+            if self._locking:
+                query = query.with_for_update()
+            stored = dict((await self.conn.execute(query)).tuples().all())
+            for asset in assets:
+                self._balances[asset] = Decimal(stored[asset]) if asset in stored else Decimal(0)
+                if asset in stored:
+                    self._stored_assets.add(asset)
+        unpriced = sorted({s for s in symbols if (s, granularity) not in self._prices})
+        if unpriced:
+            until = await self._price_until(granularity, replay)
+            c = market_candles.c
+            latest = (
+                select(c.symbol, func.max(c.start_time).label("start_time"))
+                .where(c.symbol.in_(unpriced), c.granularity == granularity)
+                .group_by(c.symbol)
+            )
+            if until is not None:
+                latest = latest.where(c.start_time <= until)
+            sub = latest.subquery()
+            rows = await self.conn.execute(
+                select(c.symbol, c.close).join(
+                    sub,
+                    (c.symbol == sub.c.symbol) & (c.start_time == sub.c.start_time) & (c.granularity == granularity),
+                )
+            )
+            prices = {symbol: Decimal(close) for symbol, close in rows}
+            for symbol in unpriced:
+                self._prices[(symbol, granularity)] = prices.get(symbol)
+
+    async def _price_until(self, granularity: str, replay: bool) -> int | None:
+        """In replay: the start of the last candle the replay has released (prices never come from later)."""
+        if replay and not self._replay_read:
+            clock = decode_replay_clock(await read_control(self.conn, ControlKey.REPLAY_CLOCK))
+            if clock is not None:  # the close of the last released candle: its start is a candle earlier
+                self._replay_until = int(clock.timestamp()) - candle_seconds(granularity)
+            self._replay_read = True
+        return self._replay_until if replay else None
+
     async def open_position(self, mode: ExecutionMode, symbol: str) -> Position | None:
         key = (mode.value, symbol)
         if key not in self._positions:
@@ -808,14 +874,9 @@ class PaperSettlement:
             query = select(market_candles.c.close).where(
                 market_candles.c.symbol == symbol, market_candles.c.granularity == granularity
             )
-            if replay:
-                if not self._replay_read:
-                    clock = decode_replay_clock(await read_control(self.conn, ControlKey.REPLAY_CLOCK))
-                    if clock is not None:  # the close of the last released candle: its start is a candle earlier
-                        self._replay_until = int(clock.timestamp()) - candle_seconds(granularity)
-                    self._replay_read = True
-                if self._replay_until is not None:
-                    query = query.where(market_candles.c.start_time <= self._replay_until)
+            until = await self._price_until(granularity, replay)
+            if until is not None:
+                query = query.where(market_candles.c.start_time <= until)
             value = (
                 await self.conn.execute(query.order_by(market_candles.c.start_time.desc()).limit(1))
             ).scalar_one_or_none()
