@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -14,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from common.services import SERVICE_NAMES, service
 from testkit.databases import scratch_database
@@ -113,22 +110,3 @@ class Cluster:
     async def stop(self) -> None:
         await asyncio.to_thread(self.processes.stop)
         self.services.clear()
-
-
-async def wait_for_first_cycle(metrics_port: int, loop: str, within: float = 60.0) -> None:
-    """Return once the process serving metrics on ``metrics_port`` has finished a cycle of its ``loop`` (counted by
-    the cts_loop_cycle_seconds histogram)."""
-    pattern = re.compile(rf'^cts_loop_cycle_seconds_count\{{loop="{re.escape(loop)}"\}} (\S+)$', re.MULTILINE)
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(timeout=2) as client:
-        while True:
-            try:
-                body = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-            except httpx.HTTPError:
-                body = ""
-            match = pattern.search(body)
-            if match is not None and float(match.group(1)) >= 1:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no {loop} loop cycle within {within}s")
-            await asyncio.sleep(0.1)

@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select, update
 
-from bench.harness import Cluster, bench_database, rss_mb, summary_ms, wait_for_first_cycle
+from bench.harness import Cluster, bench_database, rss_mb, summary_ms
 from bench.seed import (
     seed_candles,
     seed_five_minute_candles,
@@ -36,6 +36,7 @@ from crypto_trading.v1 import (
     orchestrator_pb2,
     orchestrator_pb2_grpc,
 )
+from testkit.loops import wait_for_first_cycle
 from testkit.ports import free_port
 from testkit.processes import PIPELINE_ENV, wait_serving
 

@@ -23,9 +23,9 @@ from common.database import create_engine
 from common.tables import trade_executions, trade_recommendations
 from crypto_trading.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from testkit.databases import clear_tables
+from testkit.loops import wait_for_first_cycle
 from testkit.ports import address, free_ports
 from testkit.processes import PIPELINE_ENV, ServiceProcesses, stopped_at_the_end
-from tests.reliability.loops import wait_for_first_cycle
 from tests.support import outcomes
 from tests.support.fake_executor import running_fake_executor
 from tests.support.seed import seed_recommendation

@@ -45,9 +45,9 @@ from crypto_trading.v1 import (
     orchestrator_pb2_grpc,
 )
 from testkit.databases import clear_tables
+from testkit.loops import wait_for_first_cycle
 from testkit.ports import address, free_ports
 from testkit.processes import PIPELINE_ENV, ServiceProcess, ServiceProcesses, stopped_at_the_end
-from tests.reliability.loops import wait_for_first_cycle
 from tests.support import outcomes
 from tests.support.seed import bundled
 
