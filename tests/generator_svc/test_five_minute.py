@@ -6,7 +6,6 @@ at random cut points with gaps, the candle cache's incremental reads and the uni
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from generator_svc.server import DEFINITION
 from generator_svc.universe import UniverseRules
 from tests.conftest import make_settings
 from tests.support.fake_coinbase import FakeCoinbase, market_product
+from tests.support.rows import wait_for_signals
 
 pytestmark = pytest.mark.skipif(not SHARED_FIVE_MINUTE_DIR.is_dir(), reason="needs ../shared/data/binance_2024h1")
 
@@ -297,14 +297,7 @@ async def test_production_cycle_refreshes_five_minute_candles_and_signals_on_the
     engine = create_engine(database_url)
     try:
         async with running_service(DEFINITION, settings):
-            deadline = time.monotonic() + 60
-            rows: list[Any] = []
-            while time.monotonic() < deadline:
-                async with engine.connect() as conn:
-                    rows = list((await conn.execute(select(trading_signals))).all())
-                if len(rows) >= 2:
-                    break
-                await asyncio.sleep(0.2)
+            rows = await wait_for_signals(engine, 2, within=60)
         after = int(time.time())
         async with engine.connect() as conn:
             counts = await conn.execute(

@@ -5,7 +5,6 @@ typed reading of answers are also checked through httpx.MockTransport, with an i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,13 +17,14 @@ from sqlalchemy import func, select
 from common.database import create_engine
 from common.http_retry import RetryPolicy
 from common.server import running_service
-from common.tables import market_candles, trading_signals
+from common.tables import market_candles
 from generator_svc.ingest import ingest_coinbase
 from generator_svc.market_data import CoinbaseMarketClient, MarketDataError
 from generator_svc.server import DEFINITION
 from tests.conftest import make_settings
 from tests.support.fake_coinbase import FakeCoinbase
 from tests.support.fake_coinbase import market_product as product
+from tests.support.rows import wait_for_signals
 from tests.support.seed import bundled
 
 HOUR = 3600
@@ -131,14 +131,7 @@ async def test_production_generator_refreshes_candles_and_uses_coinbase_products
     engine = create_engine(database_url)
     try:
         async with running_service(DEFINITION, settings):
-            deadline = time.monotonic() + 30
-            rows: list[Any] = []
-            while time.monotonic() < deadline:
-                async with engine.connect() as conn:
-                    rows = list((await conn.execute(select(trading_signals))).all())
-                if len(rows) >= 2:
-                    break
-                await asyncio.sleep(0.2)
+            rows = await wait_for_signals(engine, 2, within=30)
         async with engine.connect() as conn:
             counts = await conn.execute(select(market_candles.c.symbol, func.count()).group_by(market_candles.c.symbol))
             stored: dict[str, int] = {symbol: int(n) for symbol, n in counts.all()}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.tables import positions, trade_executions, trade_recommendations
+from common.tables import positions, trade_executions, trade_recommendations, trading_signals
 
 
 async def rec_status(engine: AsyncEngine, rec_id: int) -> str:
@@ -37,3 +39,16 @@ async def position_rows(engine: AsyncEngine, symbol: str | None = None) -> list[
         query = query.where(positions.c.symbol == symbol)
     async with engine.connect() as conn:
         return list(await conn.execute(query))
+
+
+async def wait_for_signals(engine: AsyncEngine, count: int, within: float) -> list[Any]:
+    """The trading_signals rows once there are at least ``count`` (or what there is after ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        async with engine.connect() as conn:
+            rows = list((await conn.execute(select(trading_signals))).all())
+        if len(rows) >= count:
+            break
+        await asyncio.sleep(0.2)
+    return rows
