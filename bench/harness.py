@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import statistics
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.services import SERVICE_NAMES, service
 from testkit.databases import scratch_database
@@ -38,6 +40,49 @@ def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
         "p99_ms": round(percentile(ms, 0.99), 3),
         "mean_ms": round(statistics.fmean(ms), 3) if ms else float("nan"),
     }
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _stat(values: Sequence[float]) -> dict[str, Any]:
+    """``{"median": m, "range": [min, max]}`` of ``values``, NaN left out (all NaN gives NaN)."""
+    finite = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    if not finite:
+        return {"median": float("nan"), "range": [float("nan"), float("nan")]}
+    median = statistics.median(finite)
+    if all(isinstance(v, int) for v in finite) and median == int(median):
+        median = int(median)  # counts stay whole: the median of [500, 500] is 500, not 500.0
+    return {"median": round(median, 3) if isinstance(median, float) else median, "range": [min(finite), max(finite)]}
+
+
+def _merge(values: Sequence[Any]) -> Any:
+    """Numbers -> their median and range; dicts -> merged key by key (keys in first-seen order, each over the
+    values that have it); anything else (strings, booleans, lists, mixed kinds) -> the first value."""
+    if values and all(_is_number(v) for v in values):
+        return _stat(values)
+    if values and all(isinstance(v, Mapping) for v in values):
+        keys = list(dict.fromkeys(k for v in values for k in v))
+        return {k: _merge([v[k] for v in values if k in v]) for k in keys}
+    return values[0] if values else None
+
+
+def aggregate(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge the outcomes of repeated runs of one scenario on one engine into one outcome: every number (nested
+    anywhere) becomes ``{"median": m, "range": [min, max]}`` over the runs that succeeded, everything else is kept
+    from the first of them. ``runs`` counts those; a run that failed (an ``error`` key) is reported in ``errors``
+    ("run i/N: ...") and the first of them in ``error``; ``repetitions`` keeps every raw outcome, in order."""
+    ok = [o for o in outcomes if "error" not in o]
+    merged: dict[str, Any] = {"runs": len(ok)}
+    if ok:
+        merged.update(_merge(ok))
+    errors = [f"run {i}/{len(outcomes)}: {o['error']}" for i, o in enumerate(outcomes, 1) if "error" in o]
+    if errors:
+        merged["error"] = errors[0]
+        merged["errors"] = errors
+    merged["repetitions"] = [dict(o) for o in outcomes]
+    return merged
 
 
 def machine() -> dict[str, object]:

@@ -1,7 +1,11 @@
-"""Render bench/results.json as a Markdown table between the BENCH markers of README.md."""
+"""Render bench/results.json as a Markdown table between the BENCH markers of README.md.
+
+A figure is either a number (one run) or ``{"median": m, "range": [min, max]}`` over repeated runs
+(bench.harness.aggregate); it is shown as "median (min-max)", the range left out where the runs agree."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,17 +13,38 @@ BEGIN = "<!-- BENCH:BEGIN -->"
 END = "<!-- BENCH:END -->"
 
 
+def _stat(value: Any) -> tuple[Any, Any, Any]:
+    """(median, min, max) of an aggregated figure, or of a plain number (all three the number)."""
+    if isinstance(value, Mapping):
+        lo, hi = value["range"]
+        return value["median"], lo, hi
+    return value, value, value
+
+
+def _num(value: Any, spec: str, unit: str = "") -> str:
+    """The median, the unit, and the range where it differs once formatted: 13.2 ms (12.9-13.5)."""
+    median, lo, hi = (format(v, spec) for v in _stat(value))
+    return f"{median}{unit}" + (f" ({lo}-{hi})" if lo != hi else "")
+
+
 def _fmt(summary: dict[str, Any] | None, key: str = "p50_ms") -> str:
     if not summary or key not in summary:
         return "-"
-    return f"{summary[key]:.1f} ms"
+    return _num(summary[key], ".1f", " ms")
 
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
+    repeat = int(results.get("repeat", 1))
+    runs = (
+        f"Each figure is the median of {repeat} runs per scenario and engine, with the range of the runs (min-max) "
+        "in brackets where they differ (backtest and training: the median of the runs within one)."
+        if repeat > 1
+        else "Each figure is from one run (backtest and training: the median of the runs within it)."
+    )
     lines = [
         f"Measured {results['when']} with `{results['command']}` on {m['cores']} cores ({m['cpu']}), "
-        f"{m['memory_gib']} GiB, Python {m['python']}.",
+        f"{m['memory_gib']} GiB, Python {m['python']}. {runs}",
         "",
         "| scenario | target | SQLite | MariaDB |",
         "|---|---|---|---|",
@@ -30,12 +55,15 @@ def markdown(results: dict[str, Any]) -> str:
         data = s.get(scenario, {}).get(engine)
         if data is None:
             return "not run"
-        if "error" in data:
+        if "error" in data and not data.get("runs"):
             return f"error: {data['error'][:60]}"
         try:
-            return str(render(data))
-        except (KeyError, TypeError, ZeroDivisionError):
-            return "-"
+            text = str(render(data))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            text = "-"
+        if "errors" in data:  # some of the repeated runs failed: the figures are over the others
+            text += f" ({len(data['errors'])} of {len(data.get('repetitions', []))} runs failed)"
+        return text
 
     rows = [
         (
@@ -65,25 +93,33 @@ def markdown(results: dict[str, Any]) -> str:
             "signal_to_order",
             lambda d: f"{_fmt(d['latency'])} / {_fmt(d['latency'], 'p99_ms')}",
         ),
-        ("recommendations executed end to end", ">= 1,000/s", "throughput", lambda d: f"{d['per_second']:,.0f}/s"),
+        (
+            "recommendations executed end to end",
+            ">= 1,000/s",
+            "throughput",
+            lambda d: _num(d["per_second"], ",.0f", "/s"),
+        ),
         (
             "baseline: single-row UPDATE+COMMIT",
             "-",
             "throughput",
-            lambda d: f"{d['baseline_update_commit_per_second']:,.0f}/s",
+            lambda d: _num(d["baseline_update_commit_per_second"], ",.0f", "/s"),
         ),
         (
             "ProcessRecommendation p50 / bare grpc.aio RPC p50",
             "report ratio",
             "grpc_overhead",
-            lambda d: f"{_fmt(d['process_recommendation'])} / {_fmt(d['bare_grpc_aio_rpc'])} (x{d['ratio_p50']})",
+            lambda d: (
+                f"{_fmt(d['process_recommendation'])} / {_fmt(d['bare_grpc_aio_rpc'])}; x{_num(d['ratio_p50'], '.1f')}"
+            ),
         ),
         (
             "RSS after warm-up: generator / bridge / orchestrator / executor",
             "<= 250 / 120 / 120 / 120 MB",
             "memory_and_startup",
             lambda d: (
-                " / ".join(str(d["rss_mb"][k]) for k in ("generator", "bridge", "orchestrator", "executor")) + " MB"
+                " / ".join(_num(d["rss_mb"][k], ".1f") for k in ("generator", "bridge", "orchestrator", "executor"))
+                + " MB"
             ),
         ),
         (
@@ -91,7 +127,9 @@ def markdown(results: dict[str, Any]) -> str:
             "<= 3 s each",
             "memory_and_startup",
             lambda d: (
-                " / ".join(str(d["startup_seconds"][k]) for k in ("generator", "bridge", "orchestrator", "executor"))
+                " / ".join(
+                    _num(d["startup_seconds"][k], ".2f") for k in ("generator", "bridge", "orchestrator", "executor")
+                )
                 + " s"
             ),
         ),

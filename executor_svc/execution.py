@@ -77,8 +77,7 @@ class Broker(Protocol):
 class PaperBatch(Protocol):
     """One transaction settling a batch of paper executions (executor_svc.repository.PaperSettlement)."""
 
-    async def recommendations(self, ids: Sequence[int]) -> dict[int, Recommendation]: ...
-    async def executions(self, ids: Sequence[int]) -> dict[int, ExecutionRecord]: ...
+    async def load(self, ids: Sequence[int]) -> tuple[dict[int, Recommendation], dict[int, ExecutionRecord]]: ...
     def complete(
         self,
         rec: Recommendation,
@@ -257,10 +256,10 @@ class Executor:
 
     async def _close_paper(self, position: Position, decision: ExitDecision, now: datetime) -> PositionExit | None:
         reasoning = f"Exit ({decision.reason}): {decision.detail}"
-        starting_cash = getattr(self.broker, "starting_cash", Decimal(0))
 
         async def work(batch: Any) -> tuple[Recommendation, OrderRequest, OrderOutcome] | None:
-            await batch.balance("USD", starting_cash, now)  # lock order: the cash row first, as every settlement
+            # Lock as every settlement does: the cash row first, then the other balances and the position.
+            await self._preload(batch, [position.symbol])
             rec = await batch.exit_recommendation(position, decision.reason, decision.market_price, reasoning, now)
             if rec is None:  # closed meanwhile (another executor, a SELL)
                 return None
@@ -300,6 +299,11 @@ class Executor:
             extra={"recommendation_id": rec.id, "symbol": position.symbol, "exit_reason": decision.reason.value},
         )
         return PositionExit(position, decision.reason, rec.id, price, size, pnl)
+
+    async def _preload(self, batch: Any, symbols: list[str]) -> None:
+        preload = getattr(self.broker, "preload", None)
+        if preload is not None:
+            await preload(batch, symbols)
 
     def _prepare(
         self, recommendation_id: int, rec: Recommendation | None, record: ExecutionRecord | None
@@ -356,8 +360,7 @@ class Executor:
         async def work(batch: PaperBatch) -> dict[int, ExecutionResult | Exception]:
             settled.clear()  # a lock conflict runs the whole batch again
             outcomes: dict[int, ExecutionResult | Exception] = {}
-            recs = await batch.recommendations(ids)
-            records = await batch.executions(ids)
+            recs, records = await batch.load(ids)
             orders: list[tuple[Recommendation, OrderRequest]] = []
             for recommendation_id in ids:
                 rec = recs.get(recommendation_id)
@@ -371,9 +374,8 @@ class Executor:
                     continue
                 assert rec is not None  # _prepare raised NotFoundError otherwise
                 orders.append((rec, prepared))
-            preload = getattr(self.broker, "preload", None)
-            if orders and preload is not None:  # prices, positions and balances of the batch in a few statements
-                await preload(batch, [order.symbol for _, order in orders])
+            if orders:  # prices, positions and balances of the batch in a few statements
+                await self._preload(batch, [order.symbol for _, order in orders])
             for rec, order in orders:
                 settled.append((rec, order, await self.broker.execute(order, batch)))
             finished = self.clock()  # completed_at: the fills are decided, only the writes and the commit follow

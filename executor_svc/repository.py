@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,7 +28,7 @@ from common.lifecycle import (
     SignalType,
     open_position_key,
 )
-from common.sql import insert_ignore
+from common.sql import insert_ignore, upsert
 from common.tables import (
     market_candles,
     paper_balances,
@@ -51,6 +52,7 @@ _p = positions.c
 T = TypeVar("T")
 SETTLEMENT_ATTEMPTS = 3
 CASH = "USD"  # paper_balances' cash row
+FEW_BALANCES = 4  # up to this many changed balances are written with cached statements (see _write_balances)
 
 
 def _recommendation(row: Any, signal_is_mock: bool = False) -> Recommendation:
@@ -121,22 +123,23 @@ def closed_values(closed: ClosedPosition) -> dict[str, Any]:
     }
 
 
-def _record(row: Any) -> ExecutionRecord:
+def _record(row: Mapping[Any, Any]) -> ExecutionRecord:
+    """An execution from a row's mapping (``row._mapping``)."""
     return ExecutionRecord(
-        recommendation_id=row.recommendation_id,
-        client_order_id=row.client_order_id,
-        exchange_order_id=row.exchange_order_id or "",
-        mode=ExecutionMode(row.mode),
-        status=OrderStatus(row.status),
-        symbol=row.symbol,
-        side=OrderSide(row.side),
-        filled_size=row.filled_size,
-        average_price=row.average_price,
-        fees=row.fees,
-        error_code=row.error_code or "",
-        error_message=row.error_message or "",
-        completed_at=row.completed_at,
-        created_at=as_utc(row.created_at) if row.created_at is not None else None,
+        recommendation_id=row["recommendation_id"],
+        client_order_id=row["client_order_id"],
+        exchange_order_id=row["exchange_order_id"] or "",
+        mode=ExecutionMode(row["mode"]),
+        status=OrderStatus(row["status"]),
+        symbol=row["symbol"],
+        side=OrderSide(row["side"]),
+        filled_size=row["filled_size"],
+        average_price=row["average_price"],
+        fees=row["fees"],
+        error_code=row["error_code"] or "",
+        error_message=row["error_message"] or "",
+        completed_at=row["completed_at"],
+        created_at=as_utc(row["created_at"]) if row["created_at"] is not None else None,
     )
 
 
@@ -183,7 +186,7 @@ class ExecutorRepository:
             row = (
                 await conn.execute(select(trade_executions).where(_e.recommendation_id == recommendation_id))
             ).first()
-        return _record(row) if row is not None else None
+        return _record(row._mapping) if row is not None else None
 
     async def unfinished(self) -> list[int]:
         """Executions left PENDING/SUBMITTED (for example by a crash)."""
@@ -220,7 +223,7 @@ class ExecutorRepository:
             _e.mode == ExecutionMode.LIVE.value, _e.created_at >= since.replace(tzinfo=None)
         )
         async with self.engine.connect() as conn:
-            return {row.client_order_id: _record(row) for row in await conn.execute(query)}
+            return {row.client_order_id: _record(row._mapping) for row in await conn.execute(query)}
 
     async def save_reconciliation(self, report: str, now: datetime) -> None:
         async with self.engine.begin() as conn:
@@ -571,21 +574,114 @@ class ExecutorRepository:
         raise AssertionError("unreachable")
 
 
+# --- the paper settlement's statements, built once: a statement built per call costs SQLAlchemy a new cache key
+# (about as much again as executing it); these are compiled once per dialect and then only executed.
+_SETTLE_LOAD = (
+    select(trade_recommendations, *[column.label(f"e_{column.name}") for column in trade_executions.c])
+    .select_from(trade_recommendations.outerjoin(trade_executions, _e.recommendation_id == _r.id))
+    .where(_r.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_r.id)
+    .with_for_update()  # MySQL: the rows in id order (SQLite renders no FOR UPDATE: BEGIN IMMEDIATE locks)
+)
+_SETTLE_BALANCES = (
+    select(paper_balances.c.asset, paper_balances.c.available)
+    .where(paper_balances.c.asset.in_(bindparam("assets", expanding=True)))
+    .order_by(paper_balances.c.asset)
+    .with_for_update()
+)
+_SETTLE_POSITIONS = select(positions).where(_p.open_key.in_(bindparam("keys", expanding=True))).with_for_update()
+_LATEST_START = (
+    select(market_candles.c.symbol, func.max(market_candles.c.start_time).label("start_time"))
+    .where(market_candles.c.symbol.in_(bindparam("symbols", expanding=True)))
+    .where(market_candles.c.granularity == bindparam("granularity"))
+    .group_by(market_candles.c.symbol)
+)
+
+
+def _latest_prices(until: bool) -> Any:
+    latest = _LATEST_START.where(market_candles.c.start_time <= bindparam("until")) if until else _LATEST_START
+    sub = latest.subquery()
+    c = market_candles.c
+    return select(c.symbol, c.close).join(
+        sub, (c.symbol == sub.c.symbol) & (c.start_time == sub.c.start_time) & (c.granularity == bindparam("g2"))
+    )
+
+
+_SETTLE_PRICES = {False: _latest_prices(False), True: _latest_prices(True)}
+
+
+def _price_params(symbols: list[str], granularity: str, until: int | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"symbols": symbols, "granularity": granularity, "g2": granularity}
+    if until is not None:
+        params["until"] = until
+    return params
+
+
+_SETTLE_INSERT_EXECUTIONS = insert(trade_executions)
+_SETTLE_INSERT_POSITIONS = insert(positions)
+_SETTLE_CLOSE_POSITIONS = (
+    update(positions)
+    .where(_p.id == bindparam("b_id"), _p.status == PositionStatus.OPEN.value)
+    .values(
+        status=PositionStatus.CLOSED.value,
+        open_key=None,
+        closed_at=bindparam("b_closed_at"),
+        exit_recommendation_id=bindparam("b_exit_recommendation_id"),
+        exit_reason=bindparam("b_exit_reason"),
+        exit_price=bindparam("b_exit_price"),
+        fees=bindparam("b_fees"),
+        realized_pnl=bindparam("b_realized_pnl"),
+        updated_at=bindparam("b_closed_at"),
+    )
+)
+_SETTLE_RESTARTED = (
+    update(trade_executions)
+    .where(_e.recommendation_id == bindparam("b_recommendation_id"))
+    .values(
+        status=bindparam("b_status"),
+        exchange_order_id=bindparam("b_exchange_order_id"),
+        filled_size=bindparam("b_filled_size"),
+        average_price=bindparam("b_average_price"),
+        fees=bindparam("b_fees"),
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+        attempts=_e.attempts + 1,
+        updated_at=bindparam("b_updated_at"),
+        completed_at=bindparam("b_completed_at"),
+    )
+)
+_SETTLE_FINISH = lifecycle.finish_with_outcome(
+    status=bindparam("b_status"),
+    executed_at=bindparam("b_executed_at"),
+    reason=bindparam("b_reason"),
+    now=bindparam("b_now"),
+    # A paper execution is not a real trade: `execution_status = 'EXECUTED' AND is_mock = 0` counts real trades only.
+    is_mock=True,
+).where(_r.id.in_(bindparam("b_ids", expanding=True)))
+_SETTLE_UPDATE_BALANCES = (
+    update(paper_balances)
+    .where(paper_balances.c.asset == bindparam("b_asset"))
+    .values(available=bindparam("b_available"), updated_at=bindparam("b_now"))
+)
+_SETTLE_INSERT_BALANCES = insert(paper_balances)
+_EXECUTION_COLUMNS = [column.name for column in trade_executions.c]
+
+
 class PaperSettlement:
     """One transaction settling a batch of paper executions. It locks the recommendations (FOR UPDATE in id order on
-    MySQL; SQLite's BEGIN IMMEDIATE holds the writer lock), keeps the paper ledger in memory (prices read once per
-    symbol, balances read FOR UPDATE once per asset, USD always first so batches queue on it instead of
-    deadlocking) and writes every execution, recommendation and balance in a few statements at the end."""
+    MySQL; SQLite's BEGIN IMMEDIATE holds the writer lock) and reads their executions in one statement, keeps the
+    paper ledger in memory (the cash row locked first, as by every paper settlement, so they queue there instead
+    of deadlocking; then the batch's other balances, its open positions and the latest prices, one statement
+    each) and writes every execution, recommendation, position and balance in a few statements at the end."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self._locking = conn.dialect.name != "sqlite"
         self._prices: dict[tuple[str, str], Decimal | None] = {}
         self._replay_until: int | None = None
         self._replay_read = False
         self._balances: dict[str, Decimal] = {}
-        self._stored_assets: set[str] = set()
         self._dirty: set[str] = set()
+        self._stored: set[str] = set()  # assets with a row in paper_balances
         self._new: list[dict[str, Any]] = []
         self._restarted: list[dict[str, Any]] = []
         self._recommendations: list[dict[str, Any]] = []
@@ -595,15 +691,16 @@ class PaperSettlement:
         self._opened: list[Position] = []
         self._closed: list[ClosedPosition] = []
 
-    async def recommendations(self, ids: Sequence[int]) -> dict[int, Recommendation]:
-        query = select(trade_recommendations).where(_r.id.in_(sorted(set(ids)))).order_by(_r.id)
-        if self._locking:
-            query = query.with_for_update()
-        return {row.id: _recommendation(row) for row in await self.conn.execute(query)}
-
-    async def executions(self, ids: Sequence[int]) -> dict[int, ExecutionRecord]:
-        rows = await self.conn.execute(select(trade_executions).where(_e.recommendation_id.in_(sorted(set(ids)))))
-        return {row.recommendation_id: _record(row) for row in rows}
+    async def load(self, ids: Sequence[int]) -> tuple[dict[int, Recommendation], dict[int, ExecutionRecord]]:
+        """The recommendations ``ids`` (locked) and the executions already recorded for them, in one statement."""
+        recs: dict[int, Recommendation] = {}
+        records: dict[int, ExecutionRecord] = {}
+        for row in await self.conn.execute(_SETTLE_LOAD, {"ids": sorted(set(ids))}):
+            recs[row.id] = _recommendation(row)
+            if row.e_recommendation_id is not None:
+                mapping = row._mapping
+                records[row.id] = _record({name: mapping[f"e_{name}"] for name in _EXECUTION_COLUMNS})
+        return recs, records
 
     def complete(
         self,
@@ -657,59 +754,52 @@ class PaperSettlement:
         )
 
     async def write(self) -> None:
+        """Write what the batch recorded: its statements run in one greenlet (conn.run_sync), not one each."""
+        await self.conn.run_sync(self._write)
+
+    def _write(self, conn: Connection) -> None:
         if self._new:
-            await self.conn.execute(insert(trade_executions), self._new)
-        await self._write_positions()
+            conn.execute(_SETTLE_INSERT_EXECUTIONS, self._new)
+        self._write_positions(conn)
         if self._restarted:
-            await self.conn.execute(
-                update(trade_executions)
-                .where(_e.recommendation_id == bindparam("b_recommendation_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    exchange_order_id=bindparam("b_exchange_order_id"),
-                    filled_size=bindparam("b_filled_size"),
-                    average_price=bindparam("b_average_price"),
-                    fees=bindparam("b_fees"),
-                    error_code=bindparam("b_error_code"),
-                    error_message=bindparam("b_error_message"),
-                    attempts=_e.attempts + 1,
-                    updated_at=bindparam("b_updated_at"),
-                    completed_at=bindparam("b_completed_at"),
-                ),
-                self._restarted,
+            conn.execute(_SETTLE_RESTARTED, self._restarted)
+        # One UPDATE per distinct outcome (a batch's executions mostly share one), not one per row: the driver runs
+        # an executemany UPDATE row by row, a round trip each.
+        finished: dict[tuple[Any, ...], list[int]] = {}
+        for row in self._recommendations:
+            finished.setdefault((row["b_status"], row["b_executed_at"], row["b_reason"], row["b_now"]), []).append(
+                row["b_id"]
             )
-        if self._recommendations:
-            await self.conn.execute(
-                lifecycle.finish_with_outcome(
-                    status=bindparam("b_status"),
-                    executed_at=bindparam("b_executed_at"),
-                    reason=bindparam("b_reason"),
-                    now=bindparam("b_now"),
-                    # A paper execution is not a real trade: `execution_status = 'EXECUTED' AND is_mock = 0`
-                    # counts real trades only.
-                    is_mock=True,
-                ).where(_r.id == bindparam("b_id")),
-                self._recommendations,
+        for (status, executed_at, reason, now), ids in finished.items():
+            conn.execute(
+                _SETTLE_FINISH,
+                {"b_ids": ids, "b_status": status, "b_executed_at": executed_at, "b_reason": reason, "b_now": now},
             )
+        self._write_balances(conn)
+
+    def _write_balances(self, conn: Connection) -> None:
+        """The balances the batch changed: a few in cached UPDATE/INSERT statements; many (a batch over many
+        assets) in one INSERT .. ON DUPLICATE KEY UPDATE / ON CONFLICT DO UPDATE, a statement SQLAlchemy compiles
+        afresh each time (it cannot cache them) but a single round trip instead of one per row."""
+        dirty = sorted(self._dirty)
+        if len(dirty) > FEW_BALANCES:
+            rows = [{"asset": a, "available": self._balances[a], "updated_at": self._now} for a in dirty]
+            conn.execute(upsert(conn.dialect.name, paper_balances, ["available", "updated_at"]), rows)
+            return
         updates = [
-            {"b_asset": a, "b_available": self._balances[a], "b_now": self._now}
-            for a in sorted(self._dirty & self._stored_assets)
+            {"b_asset": a, "b_available": self._balances[a], "b_now": self._now} for a in dirty if a in self._stored
         ]
         if updates:
-            await self.conn.execute(
-                update(paper_balances)
-                .where(paper_balances.c.asset == bindparam("b_asset"))
-                .values(available=bindparam("b_available"), updated_at=bindparam("b_now")),
-                updates,
-            )
+            conn.execute(_SETTLE_UPDATE_BALANCES, updates)
         inserts = [
             {"asset": a, "available": self._balances[a], "updated_at": self._now}
-            for a in sorted(self._dirty - self._stored_assets)
+            for a in dirty
+            if a not in self._stored
         ]
         if inserts:
-            await self.conn.execute(insert(paper_balances), inserts)
+            conn.execute(_SETTLE_INSERT_BALANCES, inserts)
 
-    async def _write_positions(self) -> None:
+    def _write_positions(self, conn: Connection) -> None:
         closed_here = {c.position.entry_recommendation_id: c for c in self._closed if c.position.id is None}
         still_open, opened_and_closed = [], []
         for position in self._opened:
@@ -721,17 +811,15 @@ class PaperSettlement:
                 opened_and_closed.append(row | closed_values(closed))
         for rows in (still_open, opened_and_closed):
             if rows:
-                await self.conn.execute(insert(positions), rows)
-        for closed in self._closed:
-            if closed.position.id is None:
-                continue
-            result = await self.conn.execute(
-                update(positions)
-                .where(_p.id == closed.position.id, _p.status == PositionStatus.OPEN.value)
-                .values(**closed_values(closed))
-            )
-            if result.rowcount != 1:  # pragma: no cover - the row was read FOR UPDATE (or under SQLite's lock)
-                raise RuntimeError(f"position {closed.position.id} was closed by someone else")
+                conn.execute(_SETTLE_INSERT_POSITIONS, rows)
+        stored = [
+            {"b_id": closed.position.id, **{f"b_{k}": v for k, v in closed_values(closed).items()}}
+            for closed in self._closed
+            if closed.position.id is not None
+        ]
+        # The rows were read FOR UPDATE (or under SQLite's lock): nobody else can have closed them.
+        if stored and conn.execute(_SETTLE_CLOSE_POSITIONS, stored).rowcount != len(stored):  # pragma: no cover
+            raise RuntimeError(f"positions {[row['b_id'] for row in stored]}: some closed by someone else")
 
     # --- the paper ledger (executor_svc.paper_broker.PaperLedger) ---
     async def preload(
@@ -743,46 +831,37 @@ class PaperSettlement:
         starting_cash: Decimal,
         now: datetime,
     ) -> None:
-        """Read what a batch over ``symbols`` needs in a few statements instead of a few per order: the cash row
-        (locked first, as always), the open positions and the base-asset balances (locked), the latest prices."""
-        await self.balance(CASH, starting_cash, now)
+        """Read what a batch over ``symbols`` needs in a few statements (in one greenlet) instead of a few per
+        order: the cash row and then the base-asset balances (locked), the open positions (locked), the latest
+        prices."""
+        until = await self._price_until(granularity, replay)
+        await self.conn.run_sync(self._preload, mode, symbols, granularity, until, starting_cash, now)
+
+    def _preload(
+        self,
+        conn: Connection,
+        mode: ExecutionMode,
+        symbols: Sequence[str],
+        granularity: str,
+        until: int | None,
+        starting_cash: Decimal,
+        now: datetime,
+    ) -> None:
+        self._load_balances(conn, [CASH, *(s.split("-", 1)[0] for s in symbols)], starting_cash, now)
         fresh = sorted({s for s in symbols if (mode.value, s) not in self._positions})
         if fresh:
-            query = select(positions).where(_p.open_key.in_([open_position_key(mode, s) for s in fresh]))
-            if self._locking:
-                query = query.with_for_update()
-            found = {row.symbol: position_from_row(row) for row in await self.conn.execute(query)}
+            keys = [open_position_key(mode, s) for s in fresh]
+            found = {row.symbol: position_from_row(row) for row in conn.execute(_SETTLE_POSITIONS, {"keys": keys})}
             for symbol in fresh:
                 self._positions[(mode.value, symbol)] = found.get(symbol)
-        assets = sorted({s.split("-", 1)[0] for s in symbols} - set(self._balances))
-        if assets:
-            query = select(paper_balances.c.asset, paper_balances.c.available).where(paper_balances.c.asset.in_(assets))
-            if self._locking:
-                query = query.with_for_update()
-            stored = dict((await self.conn.execute(query)).tuples().all())
-            for asset in assets:
-                self._balances[asset] = Decimal(stored[asset]) if asset in stored else Decimal(0)
-                if asset in stored:
-                    self._stored_assets.add(asset)
         unpriced = sorted({s for s in symbols if (s, granularity) not in self._prices})
         if unpriced:
-            until = await self._price_until(granularity, replay)
-            c = market_candles.c
-            latest = (
-                select(c.symbol, func.max(c.start_time).label("start_time"))
-                .where(c.symbol.in_(unpriced), c.granularity == granularity)
-                .group_by(c.symbol)
-            )
-            if until is not None:
-                latest = latest.where(c.start_time <= until)
-            sub = latest.subquery()
-            rows = await self.conn.execute(
-                select(c.symbol, c.close).join(
-                    sub,
-                    (c.symbol == sub.c.symbol) & (c.start_time == sub.c.start_time) & (c.granularity == granularity),
+            prices = {
+                symbol: Decimal(close)
+                for symbol, close in conn.execute(
+                    _SETTLE_PRICES[until is not None], _price_params(unpriced, granularity, until)
                 )
-            )
-            prices = {symbol: Decimal(close) for symbol, close in rows}
+            }
             for symbol in unpriced:
                 self._prices[(symbol, granularity)] = prices.get(symbol)
 
@@ -798,10 +877,8 @@ class PaperSettlement:
     async def open_position(self, mode: ExecutionMode, symbol: str) -> Position | None:
         key = (mode.value, symbol)
         if key not in self._positions:
-            query = select(positions).where(_p.open_key == open_position_key(mode, symbol))
-            if self._locking:
-                query = query.with_for_update()
-            row = (await self.conn.execute(query)).first()
+            rows = await self.conn.execute(_SETTLE_POSITIONS, {"keys": [open_position_key(mode, symbol)]})
+            row = rows.first()
             self._positions[key] = position_from_row(row) if row is not None else None
         return self._positions[key]
 
@@ -871,23 +948,15 @@ class PaperSettlement:
     async def market_price(self, symbol: str, granularity: str, replay: bool) -> Decimal | None:
         key = (symbol, granularity)
         if key not in self._prices:
-            query = select(market_candles.c.close).where(
-                market_candles.c.symbol == symbol, market_candles.c.granularity == granularity
-            )
             until = await self._price_until(granularity, replay)
-            if until is not None:
-                query = query.where(market_candles.c.start_time <= until)
-            value = (
-                await self.conn.execute(query.order_by(market_candles.c.start_time.desc()).limit(1))
-            ).scalar_one_or_none()
-            self._prices[key] = Decimal(value) if value is not None else None
+            params = _price_params([symbol], granularity, until)
+            row = (await self.conn.execute(_SETTLE_PRICES[until is not None], params)).first()
+            self._prices[key] = Decimal(row.close) if row is not None else None
         return self._prices[key]
 
     async def balance(self, asset: str, starting_cash: Decimal, now: datetime) -> Decimal:
-        if CASH not in self._balances:  # every batch locks USD first: batches queue there, never deadlock
-            await self._load(CASH, starting_cash, now)
         if asset not in self._balances:
-            await self._load(asset, starting_cash, now)
+            await self.conn.run_sync(self._load_balances, [asset], starting_cash, now)
         return self._balances[asset]
 
     async def set_balance(self, asset: str, available: Decimal, now: datetime) -> None:
@@ -895,17 +964,25 @@ class PaperSettlement:
         self._dirty.add(asset)
         self._now = now
 
-    async def _load(self, asset: str, starting_cash: Decimal, now: datetime) -> None:
-        query = select(paper_balances.c.available).where(paper_balances.c.asset == asset)
-        if self._locking:
-            query = query.with_for_update()
-        value = (await self.conn.execute(query)).scalar_one_or_none()
-        if value is None and asset == CASH:  # the first paper trade ever: open the account with the starting cash
-            await self.conn.execute(
-                insert_ignore(self.conn, paper_balances),
-                {"asset": CASH, "available": starting_cash, "updated_at": now},
-            )
-            value = (await self.conn.execute(query)).scalar_one_or_none()
-        if value is not None:
-            self._stored_assets.add(asset)
-        self._balances[asset] = Decimal(value) if value is not None else Decimal(0)
+    def _load_balances(self, conn: Connection, assets: Sequence[str], starting_cash: Decimal, now: datetime) -> None:
+        """Read and lock the balances of ``assets`` not read yet, the cash row first, in a statement of its own
+        (opened with the starting cash on the first paper trade ever): every paper settlement takes it first, so
+        they queue there, and once it is held every later read sees the previous settlement's commit (a balance
+        row that one created included). An asset without a row holds 0."""
+        if CASH not in self._balances:
+            cash = conn.execute(_SETTLE_BALANCES, {"assets": [CASH]}).first()
+            if cash is None:  # the first paper trade ever: open the account
+                conn.execute(
+                    insert_ignore(self.conn, paper_balances),
+                    {"asset": CASH, "available": starting_cash, "updated_at": now},
+                )
+                cash = conn.execute(_SETTLE_BALANCES, {"assets": [CASH]}).first()
+            assert cash is not None
+            self._balances[CASH] = Decimal(cash.available)
+            self._stored.add(CASH)
+        wanted = sorted(set(assets) - set(self._balances))
+        if wanted:
+            stored = dict(conn.execute(_SETTLE_BALANCES, {"assets": wanted}).tuples().all())
+            for asset in wanted:
+                self._balances[asset] = Decimal(stored[asset]) if asset in stored else Decimal(0)
+            self._stored.update(stored)

@@ -147,6 +147,59 @@ async def test_paper_replicas_settle_each_recommendation_once_and_keep_the_books
     assert {await rec_status(engine, rec) for rec in buys} == {"EXECUTED"}
 
 
+async def test_paper_stream_of_mixed_outcomes_keeps_each_outcome_and_the_books(database_url: str, engine: Any) -> None:
+    """One stream, batches mixing fills and refusals, over more assets than the settlement writes one by one: each
+    recommendation keeps its own status and reason, the balances add up (new and existing balance rows)."""
+    buys = await seed_buys(engine, 6)
+    settings = make_settings(database_url, market_data_source="database")
+
+    async def stream(port: int, ids: list[int]) -> dict[int, executor_pb2.ExecutionResult]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = executor_pb2_grpc.TradeExecutorServiceStub(channel)
+            requests = [executor_pb2.ExecuteRecommendationsRequest(recommendation_id=i) for i in ids]
+            return {r.result.recommendation_id: r.result async for r in stub.ExecuteRecommendations(iter(requests))}
+
+    async with running_service(DEFINITION, settings) as service:
+        bought = await stream(service.port, buys)
+        async with engine.connect() as conn:
+            symbols = dict((await conn.execute(select(positions.c.entry_recommendation_id, positions.c.symbol))).all())
+        sells = [
+            await seed_recommendation(engine, symbol=symbols[b], signal_type="SELL", amount_crypto=Decimal("1"))
+            for b in buys
+        ]
+        for i in range(2):
+            await seed_price(engine, f"NONE{i}-USD", "50")
+        orphans = [
+            await seed_recommendation(engine, symbol=f"NONE{i}-USD", signal_type="SELL", amount_crypto=Decimal("1"))
+            for i in range(2)
+        ]
+        sold = await stream(service.port, [orphans[0], *sells[:3], orphans[1], *sells[3:]])
+    assert {r.status for r in bought.values()} == {EXECUTED}
+    assert {sold[s].status for s in sells} == {EXECUTED}
+    for i, orphan in enumerate(orphans):
+        assert sold[orphan].status == FAILED
+        assert f"no open PAPER position in NONE{i}-USD" in sold[orphan].error_reason
+        assert await rec_status(engine, orphan) == "FAILED"
+    assert {await rec_status(engine, s) for s in sells} == {"EXECUTED"}
+    async with engine.connect() as conn:
+        balances = dict((await conn.execute(select(paper_balances.c.asset, paper_balances.c.available))).all())
+        still_open = (await conn.execute(select(func.count()).where(positions.c.status == "OPEN"))).scalar_one()
+    assert still_open == 0
+    assert all(balances[symbols[b].split("-")[0]] == 0 for b in buys)
+    cost = sum(
+        ((Decimal(r.filled_size) * Decimal(r.average_price)).quantize(Decimal("1e-8")) + Decimal(r.fees))
+        for r in bought.values()
+    )
+    proceeds = sum(
+        (
+            (Decimal(sold[s].filled_size) * Decimal(sold[s].average_price)).quantize(Decimal("1e-8"))
+            - Decimal(sold[s].fees)
+        )
+        for s in sells
+    )
+    assert balances["USD"] == settings.paper_starting_cash_usd - cost + proceeds
+
+
 async def test_concurrent_calls_place_one_order(database_url: str, engine: Any, fake: FakeCoinbase) -> None:
     rec = await seed_recommendation(engine)
     async with (
