@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, func, select
+from sqlalchemy import Float, and_, bindparam, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.sql import insert_ignore
@@ -74,6 +74,25 @@ async def load_candles(
     return {symbol: _frame(found) for symbol, found in grouped.items()}
 
 
+def _arrays_query(since: bool) -> Any:
+    """The generator's candle read, built once per variant (SQLAlchemy then only executes it): prices as floats
+    straight from the driver (the arrays are floats), not through Money's Decimal."""
+    prices = [
+        type_coerce(column, Float()).label(column.name) for column in (_c.open, _c.high, _c.low, _c.close, _c.volume)
+    ]
+    query = select(_c.symbol, _c.start_time, *prices).where(
+        _c.symbol.in_(bindparam("symbols", expanding=True)),
+        _c.granularity == bindparam("granularity"),
+        _c.start_time <= bindparam("until"),
+    )
+    if since:
+        query = query.where(_c.start_time >= bindparam("since"))
+    return query.order_by(_c.symbol, _c.start_time)
+
+
+_ARRAYS = {False: _arrays_query(False), True: _arrays_query(True)}
+
+
 async def load_candle_arrays(
     conn: AsyncConnection,
     symbols: Sequence[str],
@@ -83,17 +102,13 @@ async def load_candle_arrays(
 ) -> dict[str, np.ndarray]:
     """The generator's read: like ``load_candles`` but each symbol's candles as one (n, 6) float array in COLUMNS
     order, oldest first (no DataFrame per symbol)."""
-    query = select(_c.symbol, _c.start_time, _c.open, _c.high, _c.low, _c.close, _c.volume).where(
-        _c.symbol.in_(list(symbols)), _c.granularity == granularity, _c.start_time <= until_start_time
-    )
+    params: dict[str, Any] = {"symbols": list(symbols), "granularity": granularity, "until": until_start_time}
     if since_start_time is not None:
-        query = query.where(_c.start_time >= since_start_time)
-    rows = (await conn.execute(query.order_by(_c.symbol, _c.start_time))).all()
+        params["since"] = since_start_time
+    rows = await conn.execute(_ARRAYS[since_start_time is not None], params)
     grouped: dict[str, list[tuple[float, ...]]] = {s: [] for s in symbols}
-    for row in rows:
-        grouped[row.symbol].append(
-            (row.start_time, float(row.open), float(row.high), float(row.low), float(row.close), float(row.volume))
-        )
+    for symbol, *values in rows:
+        grouped[symbol].append(tuple(values))
     return {
         symbol: np.array(found, dtype=float) if found else np.empty((0, len(COLUMNS)))
         for symbol, found in grouped.items()

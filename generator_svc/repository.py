@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.control import ControlKey, read_control, write_control
@@ -19,6 +19,10 @@ from common.sql import insert_ignore
 from common.tables import trading_signals
 
 _s = trading_signals.c
+# Built once (SQLAlchemy then only executes it).
+_EXISTING = select(trading_signals).where(
+    _s.symbol.in_(bindparam("symbols", expanding=True)), _s.candle_time.in_(bindparam("times", expanding=True))
+)
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,9 @@ async def existing_signals(
         return {}
     symbols = sorted({k[0] for k in keys})
     times = sorted({k[1] for k in keys})
-    query = select(trading_signals).where(_s.symbol.in_(symbols), _s.candle_time.in_(times))
     wanted = set(keys)
     out = {}
-    for r in await conn.execute(query):
+    for r in await conn.execute(_EXISTING, {"symbols": symbols, "times": times}):
         row = _row(r)
         if (row.symbol, row.candle_time) in wanted:
             out[(row.symbol, row.candle_time)] = (row, r.generated_by)
