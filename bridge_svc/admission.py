@@ -26,18 +26,22 @@ EXIT_PENDING: Final = "exit_pending"
 
 @dataclass
 class PositionBook:
-    """The positions as the bridge sees them: open ones (symbol -> quantity held) and pending recommendations."""
+    """The positions as the bridge sees them: open ones (symbol -> quantity held) and pending recommendations.
+
+    The book may cover only the symbols of the signals at hand (the bridge reads no more): ``elsewhere`` counts the
+    other symbols that hold a position or have a PENDING BUY, so the MAX_OPEN_POSITIONS rule still sees them all."""
 
     held: dict[str, Decimal] = field(default_factory=dict)
     opening: set[str] = field(default_factory=set)  # symbols with a PENDING BUY
     closing: set[str] = field(default_factory=set)  # symbols with a PENDING SELL
+    elsewhere: int = 0  # symbols outside the book with an open position or a PENDING BUY
 
     def refusal(self, side: str, symbol: str, max_open: int) -> str | None:
         """Why a ``side`` signal for ``symbol`` may not become a recommendation now (None: it may)."""
         if side == OrderSide.BUY:
             if symbol in self.held or symbol in self.opening:
                 return POSITION_OPEN
-            if len(self.held.keys() | self.opening) >= max_open:
+            if len(self.held.keys() | self.opening) + self.elsewhere >= max_open:
                 return MAX_POSITIONS
             return None
         if symbol not in self.held:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -41,16 +42,32 @@ class Written:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidates:
+    """Signals to bridge and the position book they are admitted against (an empty book when there are none)."""
+
+    signals: list[TradingSignal]
+    book: PositionBook
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """The database refused the recommendation; the signal is marked processed with ``reason`` (or already was)."""
 
     reason: str
 
 
-class BridgeStore(Protocol):
-    async def signals_by_id(self, signal_ids: Sequence[int]) -> dict[int, TradingSignal]: ...
+class BridgeSession(Protocol):
+    """The store for one bridge call, on one database connection: the read, then one short transaction per
+    signal."""
 
-    async def eligible_signals(self, rules: EligibilityRules, now: datetime, limit: int) -> list[TradingSignal]: ...
+    async def named_candidates(self, signal_ids: Sequence[int]) -> Candidates:
+        """Those of the named signals that exist (in any order), with the position book when there are any."""
+        ...
+
+    async def eligible_candidates(self, rules: EligibilityRules, now: datetime, limit: int) -> Candidates:
+        """The oldest unprocessed BUY/SELL signals above the confidence minimum and young enough (at most
+        ``limit``), with the position book when there are any."""
+        ...
 
     async def write_recommendation(self, proposal: NewRecommendation) -> Written | Refused:
         """Insert the recommendation and mark its signal processed in one transaction."""
@@ -60,8 +77,10 @@ class BridgeStore(Protocol):
         """Mark an unprocessed signal processed without a recommendation; False if it already was processed."""
         ...
 
-    async def position_book(self) -> PositionBook:
-        """Open positions (of the executor's mode) and the symbols with a PENDING BUY or SELL."""
+
+class BridgeStore(Protocol):
+    def session(self) -> AbstractAsyncContextManager[BridgeSession]:
+        """A session for one bridge call (its connection goes back to the pool when the context ends)."""
         ...
 
 
@@ -103,21 +122,23 @@ class SignalBridge:
             await self._refresh_clock()
         now = self._clock()
         named = bool(signal_ids)
-        if named:
-            ids = list(dict.fromkeys(signal_ids))
-            found = await self._store.signals_by_id(ids)
-            candidates: list[TradingSignal] = []
-            for signal_id in ids:
-                signal = found.get(signal_id)
-                if signal is None:
-                    self._skip(outcome, signal_id, NOT_FOUND, named)
-                else:
-                    candidates.append(signal)
-        else:
-            candidates = await self._store.eligible_signals(self._rules, now, self._batch_size)
-        book = await self._store.position_book() if candidates else PositionBook()
-        for signal in sorted(candidates, key=admission_order):
-            await self._bridge_one(signal, now, outcome, named, book)
+        async with self._store.session() as store:
+            if named:
+                ids = list(dict.fromkeys(signal_ids))
+                batch = await store.named_candidates(ids)
+                found = {signal.id: signal for signal in batch.signals}
+                candidates: list[TradingSignal] = []
+                for signal_id in ids:
+                    signal = found.get(signal_id)
+                    if signal is None:
+                        self._skip(outcome, signal_id, NOT_FOUND, named)
+                    else:
+                        candidates.append(signal)
+            else:
+                batch = await store.eligible_candidates(self._rules, now, self._batch_size)
+                candidates = batch.signals
+            for signal in sorted(candidates, key=admission_order):
+                await self._bridge_one(store, signal, now, outcome, named, batch.book)
         if outcome.created and self._on_created is not None:
             self._on_created([r.id for r in outcome.created])
         return outcome
@@ -134,7 +155,13 @@ class SignalBridge:
         return total
 
     async def _bridge_one(
-        self, signal: TradingSignal, now: datetime, outcome: BridgeOutcome, named: bool, book: PositionBook
+        self,
+        store: BridgeSession,
+        signal: TradingSignal,
+        now: datetime,
+        outcome: BridgeOutcome,
+        named: bool,
+        book: PositionBook,
     ) -> None:
         reason = skip_reason(signal, self._rules, now)
         proposal = None
@@ -144,12 +171,12 @@ class SignalBridge:
             proposal = propose(signal, self._terms, now, held=book.held.get(signal.symbol))
             if proposal.levels.amount_crypto <= 0:
                 reason = ORDER_TOO_SMALL
-        if reason in SKIPPED_FOR_GOOD and not await self._store.mark_skipped(signal.id, reason):
+        if reason in SKIPPED_FOR_GOOD and not await store.mark_skipped(signal.id, reason):
             reason = ALREADY_PROCESSED  # eligible but cannot be priced: marked processed, never retried
         if reason is not None or proposal is None:
             self._skip(outcome, signal.id, reason or ALREADY_PROCESSED, named)
             return
-        result = await self._store.write_recommendation(proposal)
+        result = await store.write_recommendation(proposal)
         if isinstance(result, Refused):
             self._skip(outcome, signal.id, result.reason, named)
             return

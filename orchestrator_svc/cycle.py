@@ -114,13 +114,27 @@ class CycleOpening:
     taken_over: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CycleClosing:
+    """The end of a cycle that sent recommendations: ``failed`` (the executor refused them itself: id -> reason)
+    become FAILED, every claim the orchestrator still holds is dropped, and the cap slots of ``retry`` (left
+    PENDING, dispatched at ``now``) are given back. ``pending_since``: the window that ``remaining`` counts."""
+
+    failed: dict[int, str]
+    retry: list[int]
+    now: datetime
+    pending_since: datetime
+
+
 class OrchestratorStore(Protocol):
     """What a cycle needs from the database (orchestrator_svc.repository.OrchestratorRepository)."""
 
     async def open_cycle(self, orchestrator_id: str, terms: CycleTerms) -> CycleOpening: ...
     async def renew(self, orchestrator_id: str, ids: list[int], until: datetime) -> None: ...
-    async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None: ...
-    async def mark_failed(self, recommendation_id: int, reason: str, now: datetime) -> None: ...
+    async def close_cycle(self, orchestrator_id: str, closing: CycleClosing) -> int:
+        """Write ``closing`` in one transaction; the number of PENDING recommendations since its pending_since."""
+        ...
+
     async def remaining(self, pending_since: datetime) -> int: ...
     async def get_halt(self) -> TradingHalt: ...
     async def set_halt(self, halt: TradingHalt) -> None: ...
@@ -207,13 +221,15 @@ class Orchestrator:
                 result.executor_error = link.problem
                 log.warning("%s: %d recommendation(s) stay PENDING", link.problem, len(unanswered))
                 result.outcomes += [Outcome(i, PENDING, link.problem) for i in unanswered]
-            for outcome in result.with_status(FAILED):
-                if outcome.recommendation_id in result.refused:
-                    await self.repository.mark_failed(outcome.recommendation_id, outcome.reason, now)
+            refused = set(result.refused)
+            failed = {
+                o.recommendation_id: o.reason for o in result.with_status(FAILED) if o.recommendation_id in refused
+            }
             retry = [o.recommendation_id for o in result.with_status(PENDING)]
-            await self.repository.release(self.identity, retry, refund=True, since=now)
             result.capacity_left += len(retry)
-            await self.repository.release(self.identity, [i for i in ids if i not in retry], refund=False, since=now)
+            closing = CycleClosing(failed, retry, now, pending_since)
+            result.remaining = await self.repository.close_cycle(self.identity, closing)
+            return result
         result.remaining = await self.repository.remaining(pending_since)
         return result
 

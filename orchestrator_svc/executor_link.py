@@ -57,6 +57,7 @@ class ExecutorLink:
         self.address = settings.trade_executor_addr
         self.timeout = executor_deadline_seconds(settings)
         self._channel: grpc.aio.Channel | None = None
+        self._executor: executor_pb2_grpc.TradeExecutorServiceAsyncStub | None = None  # on self._channel
         self._health: tuple[float, str] | None = None  # (monotonic time asked, problem or "")
 
     def _get_channel(self) -> grpc.aio.Channel:
@@ -65,10 +66,10 @@ class ExecutorLink:
         return self._channel
 
     def _stub(self) -> executor_pb2_grpc.TradeExecutorServiceAsyncStub:
-        stub: executor_pb2_grpc.TradeExecutorServiceAsyncStub = executor_pb2_grpc.TradeExecutorServiceStub(
-            self._get_channel()
-        )
-        return stub
+        """The executor's stub on the persistent channel, made once (a stub builds one callable per method)."""
+        if self._executor is None:
+            self._executor = executor_pb2_grpc.TradeExecutorServiceStub(self._get_channel())
+        return self._executor
 
     async def problem(self) -> str:
         """ "" when the executor's health is SERVING, else why nothing should be sent to it (cached briefly)."""
@@ -117,3 +118,4 @@ class ExecutorLink:
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
+            self._executor = None

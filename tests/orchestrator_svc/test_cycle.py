@@ -12,6 +12,7 @@ import pytest
 
 from common.lifecycle import ExecutionStatus, OrderSide
 from orchestrator_svc.cycle import (
+    CycleClosing,
     CycleLimits,
     CycleOpening,
     CycleTerms,
@@ -33,7 +34,7 @@ class FakeStore:
     expired: list[int] = field(default_factory=list)
     halted: bool = False
     failed: dict[int, str] = field(default_factory=dict)
-    released: list[tuple[list[int], bool]] = field(default_factory=list)
+    closings: list[CycleClosing] = field(default_factory=list)
     renewed: list[tuple[list[int], datetime]] = field(default_factory=list)
     renew_fails: bool = False
     previous_holders: dict[int, str] = field(default_factory=dict)  # expired claims of other replicas
@@ -51,11 +52,10 @@ class FakeStore:
             raise ConnectionError("database lost")
         self.renewed.append((ids, until))
 
-    async def release(self, orchestrator_id: str, ids: list[int], *, refund: bool, since: datetime) -> None:
-        self.released.append((ids, refund))
-
-    async def mark_failed(self, recommendation_id: int, reason: str, now: datetime) -> None:
-        self.failed[recommendation_id] = reason
+    async def close_cycle(self, orchestrator_id: str, closing: CycleClosing) -> int:
+        self.failed.update(closing.failed)
+        self.closings.append(closing)
+        return await self.remaining(closing.pending_since)
 
     async def remaining(self, pending_since: datetime) -> int:
         return 7
@@ -109,7 +109,8 @@ async def test_each_answer_becomes_one_outcome() -> None:
     # The executor refused 2 itself: FAILED in the database, so it is not offered every cycle.
     assert store.failed == {2: "FAILED_PRECONDITION: HOLD: nothing to execute"}
     # 3 is retried later: its claim and its cap slot are given back; 1 and 2 only lose the claim.
-    assert store.released == [([3], True), ([1, 2], False)]
+    (closing,) = store.closings
+    assert (closing.retry, closing.now, closing.pending_since) == ([3], NOW, NOW - timedelta(hours=2))
     assert result.capacity_left == 1
     assert result.remaining == 7
     assert store.terms is not None
@@ -123,7 +124,7 @@ async def test_an_unreachable_executor_leaves_everything_pending() -> None:
     result = await _orchestrator(store, link).run_cycle()
     assert result.executor_unreachable
     assert {o.status for o in result.outcomes} == {ExecutionStatus.PENDING}
-    assert store.released == [([1, 2], True), ([], False)]
+    assert [closing.retry for closing in store.closings] == [[1, 2]]
     assert store.failed == {}
 
 
@@ -156,7 +157,7 @@ async def test_a_not_serving_executor_gets_nothing(problem: str) -> None:
     # Expiry still runs; nothing else changes: the rest stays PENDING (remaining), nothing is marked FAILED.
     assert [(o.recommendation_id, o.status) for o in result.outcomes] == [(9, ExecutionStatus.CANCELLED)]
     assert result.remaining == 7
-    assert store.released == []
+    assert store.closings == []
     assert store.failed == {}
 
 

@@ -247,6 +247,21 @@ async def test_two_orchestrators_never_send_twice(database_url: str, engine: Any
     assert count == 30
 
 
+async def test_two_orchestrators_share_one_rolling_cap(database_url: str, engine: Any) -> None:
+    """Racing replicas read the cap's use under the dispatch lock: together they never send more than the cap."""
+    for _ in range(10):
+        await seed_recommendation(engine, amount_usd=Decimal("1"), confidence=Decimal("0.7"))
+    overrides: dict[str, Any] = {"max_trades_per_window": 3, "trade_cap_window_seconds": 3600}
+    async with system(database_url, **overrides) as (one, _), system(database_url, **overrides) as (two, _):
+        responses = await asyncio.gather(
+            *(stub.Orchestrate(orchestrator_pb2.OrchestrateRequest(), timeout=60) for stub in (one, two) * 3)
+        )
+    executed = [o.recommendation_id for r in responses for o in outcomes.executed(r)]
+    assert len(executed) == len(set(executed)) == 3
+    assert sorted((await statuses(engine)).values()) == ["EXECUTED"] * 3 + ["PENDING"] * 7
+    assert all(r.window_capacity_left == 0 for r in responses if not outcomes.executed(r))
+
+
 async def test_expired_claim_of_a_dead_orchestrator_is_taken_over(
     database_url: str, engine: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
