@@ -619,35 +619,39 @@ def _price_params(symbols: list[str], granularity: str, until: int | None) -> di
 
 _SETTLE_INSERT_EXECUTIONS = insert(trade_executions)
 _SETTLE_INSERT_POSITIONS = insert(positions)
+
+
+def _bound(*columns: str) -> dict[str, Any]:
+    """SET column = :b_column for each of ``columns`` (the b_ prefix keeps bind names apart from column names)."""
+    return {column: bindparam(f"b_{column}") for column in columns}
+
+
 _SETTLE_CLOSE_POSITIONS = (
     update(positions)
     .where(_p.id == bindparam("b_id"), _p.status == PositionStatus.OPEN.value)
     .values(
         status=PositionStatus.CLOSED.value,
         open_key=None,
-        closed_at=bindparam("b_closed_at"),
-        exit_recommendation_id=bindparam("b_exit_recommendation_id"),
-        exit_reason=bindparam("b_exit_reason"),
-        exit_price=bindparam("b_exit_price"),
-        fees=bindparam("b_fees"),
-        realized_pnl=bindparam("b_realized_pnl"),
         updated_at=bindparam("b_closed_at"),
+        **_bound("closed_at", "exit_recommendation_id", "exit_reason", "exit_price", "fees", "realized_pnl"),
     )
 )
 _SETTLE_RESTARTED = (
     update(trade_executions)
     .where(_e.recommendation_id == bindparam("b_recommendation_id"))
     .values(
-        status=bindparam("b_status"),
-        exchange_order_id=bindparam("b_exchange_order_id"),
-        filled_size=bindparam("b_filled_size"),
-        average_price=bindparam("b_average_price"),
-        fees=bindparam("b_fees"),
-        error_code=bindparam("b_error_code"),
-        error_message=bindparam("b_error_message"),
         attempts=_e.attempts + 1,
-        updated_at=bindparam("b_updated_at"),
-        completed_at=bindparam("b_completed_at"),
+        **_bound(
+            "status",
+            "exchange_order_id",
+            "filled_size",
+            "average_price",
+            "fees",
+            "error_code",
+            "error_message",
+            "updated_at",
+            "completed_at",
+        ),
     )
 )
 _SETTLE_FINISH = lifecycle.finish_with_outcome(
