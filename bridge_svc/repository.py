@@ -42,14 +42,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from bridge_svc.admission import PositionBook
 from bridge_svc.bridging import Candidates, Refused, Written
 from bridge_svc.eligibility import ALREADY_PROCESSED, OPEN_POSITION, TRADABLE_TYPES, EligibilityRules
 from bridge_svc.recommendations import NewRecommendation, Recommendation
 from bridge_svc.signals import TradingSignal
-from common.database import is_lock_conflict
+from common.database import is_lock_conflict, run_in_greenlet
 from common.errors import UnavailableError
 from common.lifecycle import ExecutionMode, ExecutionStatus, ExitReason, OrderSide, PositionStatus, SignalType
 from common.tables import positions, trade_recommendations, trading_signals
@@ -280,7 +279,7 @@ class BridgeSession:
         """Return the connection to the pool (a transaction still open, the read's, is rolled back)."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await greenlet_spawn(conn.close)
+            await run_in_greenlet(conn.close)
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -301,7 +300,7 @@ class BridgeSession:
 
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await greenlet_spawn(run)
+                return await run_in_greenlet(run)
             except IntegrityError:
                 raise
             except (OperationalError, InterfaceError) as exc:

@@ -603,7 +603,8 @@ def _latest_prices(until: bool) -> Any:
     sub = latest.subquery()
     c = market_candles.c
     return select(c.symbol, c.close).join(
-        sub, (c.symbol == sub.c.symbol) & (c.start_time == sub.c.start_time) & (c.granularity == bindparam("g2"))
+        sub,
+        (c.symbol == sub.c.symbol) & (c.start_time == sub.c.start_time) & (c.granularity == bindparam("granularity")),
     )
 
 
@@ -611,7 +612,7 @@ _SETTLE_PRICES = {False: _latest_prices(False), True: _latest_prices(True)}
 
 
 def _price_params(symbols: list[str], granularity: str, until: int | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"symbols": symbols, "granularity": granularity, "g2": granularity}
+    params: dict[str, Any] = {"symbols": symbols, "granularity": granularity}
     if until is not None:
         params["until"] = until
     return params

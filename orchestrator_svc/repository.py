@@ -15,11 +15,11 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Connection, Row, String, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from common import lifecycle
 from common.clock import as_utc
 from common.control import ControlKey, decode_halt, encode_halt, write_control
+from common.database import run_in_greenlet
 from common.lifecycle import ExecutionMode, ExecutionStatus, OrderStatus
 from common.tables import orchestrator_dispatches, system_control, trade_executions, trade_recommendations
 from orchestrator_svc.cycle import CycleClosing, CycleOpening, CycleTerms
@@ -154,7 +154,7 @@ async def _in_greenlet(engine: AsyncEngine, work: Callable[[Connection], T], *, 
             with conn.begin():
                 return work(conn)
 
-    return await greenlet_spawn(run)
+    return await run_in_greenlet(run)
 
 
 def _on_dialect(conn: Connection, sqlite: Any, other: Any) -> Any:
